@@ -1,0 +1,135 @@
+"""The ``flatminima`` command: list claims, run notebooks, build the book.
+
+::
+
+    flatminima list [CLAIM ...]
+    flatminima run [CLAIM ...] [--preset smoke|cpu|paper] [-p NAME VALUE ...] [--out DIR] [--jobs N] [--force]
+    flatminima book [--preset cpu] [--jobs N]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .params import PRESET_NAMES, RUN_CONTROLS, ParameterError
+from .presets import CLAIMS, params_class
+
+
+def _parse_value(text: str) -> Any:
+    """YAML scalar/list parsing: ``64`` -> int, ``0.1`` -> float, ``[64, 64]`` -> list, ``mnist`` -> str."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def _overrides(pairs: list[list[str]] | None) -> dict[str, Any]:
+    out = {}
+    for name, value in pairs or []:
+        if name in ("preset", "results_dir", "show_progress"):
+            raise ParameterError(f"parameter {name!r} is set by the command itself "
+                                 f"(use --preset / --out); it cannot be passed with -p")
+        out[name] = _parse_value(value)
+    return out
+
+
+def _check_claims(claims: list[str]) -> list[str]:
+    for c in claims:
+        if c not in CLAIMS:
+            raise ParameterError(f"unknown claim {c!r}; allowed claims: {', '.join(CLAIMS)}")
+    return claims or list(CLAIMS)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    for claim in _check_claims(args.claims):
+        cls = params_class(claim)
+        print(f"{claim}  (notebooks/{claim}.ipynb)")
+        for row in cls.describe():
+            allowed = f"  allowed: {row['allowed']}" if row["allowed"] else ""
+            presets = ", ".join(f"{p}={row['presets'][p]!r}" for p in PRESET_NAMES)
+            print(f"  {row['name']}: {row['type']}  {row['help']}{allowed}")
+            print(f"      {presets}")
+        for name in ("device",):
+            print(f"  {name}: str  {RUN_CONTROLS[name]}")
+        print()
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .runner import find_root, run_claims
+
+    claims = _check_claims(args.claims)
+    overrides = _overrides(args.param)
+    device = overrides.pop("device", args.device)
+    root = find_root(args.root)
+    out = Path(args.out).resolve() if args.out else None
+    outcomes = run_claims(claims, root=root, preset=args.preset, overrides=overrides, out_dir=out,
+                          device=device, force=args.force, jobs=args.jobs, timeout=args.timeout,
+                          on_done=lambda o: print(o.line(), flush=True))
+    return 1 if any(o.status == "failed" for o in outcomes) else 0
+
+
+def cmd_book(args: argparse.Namespace) -> int:
+    from .book import build_book
+    from .runner import find_root, run_claims
+
+    root = find_root(args.root)
+    t0 = time.perf_counter()
+    outcomes = run_claims(None, root=root, preset=args.preset, device=args.device, jobs=args.jobs,
+                          on_done=lambda o: print(o.line(), flush=True))
+    if any(o.status == "failed" for o in outcomes):
+        print("not building the book: a chapter failed (see above)", file=sys.stderr)
+        return 1
+    index = build_book(root)
+    print(f"book built in {time.perf_counter() - t0:.0f} s: {index}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="flatminima", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    ls = sub.add_parser("list", help="the claims, their parameters and presets")
+    ls.add_argument("claims", nargs="*", metavar="CLAIM")
+    ls.set_defaults(func=cmd_list)
+
+    default_jobs = min(2, os.cpu_count() or 1)
+    run = sub.add_parser("run", help="execute claim notebooks through papermill")
+    run.add_argument("claims", nargs="*", metavar="CLAIM", help=f"claims to run (default: all): {', '.join(CLAIMS)}")
+    run.add_argument("--preset", default="cpu", choices=PRESET_NAMES)
+    run.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"),
+                     help="override one parameter (YAML value: 64, 0.1, [64, 64], mnist)")
+    run.add_argument("--out", help="folder for executed notebooks and results (default: book/generated)")
+    run.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    run.add_argument("--jobs", type=int, default=default_jobs, help="notebooks run at once (separate processes)")
+    run.add_argument("--force", action="store_true", help="re-run even when inputs are unchanged")
+    run.add_argument("--timeout", type=int, default=None, help="per-cell timeout in seconds")
+    run.add_argument("--root", help="project root (default: found from the current folder)")
+    run.set_defaults(func=cmd_run)
+
+    book = sub.add_parser("book", help="run the claims (reusing current runs) and build the book")
+    book.add_argument("--preset", default="cpu", choices=PRESET_NAMES)
+    book.add_argument("--device", default="auto")
+    book.add_argument("--jobs", type=int, default=default_jobs)
+    book.add_argument("--root")
+    book.set_defaults(func=cmd_book)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ParameterError, FileNotFoundError, RuntimeError) as exc:
+        print(f"flatminima: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""Small networks used across the study: MLPs and compact CNNs.
+
+All models map a batch ``X`` to logits. Widths, depth, bias and activation are explicit so a
+notebook parameter can change them; there is no global registry of architectures beyond
+:func:`make_model`.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "sigmoid": nn.Sigmoid, "identity": nn.Identity,
+}
+
+
+def _activation(name: str) -> nn.Module:
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; allowed: {', '.join(ACTIVATIONS)}")
+    return ACTIVATIONS[name]()
+
+
+class MLP(nn.Module):
+    """Fully connected net ``widths[0] -> ... -> widths[-1]`` with an activation between layers.
+
+    Linear layers are the attributes ``layers[k]``; inputs of any shape are flattened.
+    """
+
+    def __init__(self, widths: Sequence[int], activation: str = "relu", bias: bool = True) -> None:
+        super().__init__()
+        widths = [int(w) for w in widths]
+        if len(widths) < 2 or min(widths) < 1:
+            raise ValueError(f"widths needs >= 2 positive sizes (input ... output), got {widths}")
+        self.widths = widths
+        self.activation = activation
+        self.layers = nn.ModuleList(nn.Linear(a, b, bias=bias) for a, b in zip(widths[:-1], widths[1:]))
+        self.act = _activation(activation)
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        h = X.reshape(X.shape[0], -1)
+        for k, layer in enumerate(self.layers):
+            h = layer(h)
+            if k < len(self.layers) - 1:
+                h = self.act(h)
+        return h
+
+
+class SmallCNN(nn.Module):
+    """Conv blocks ``(conv 3x3 -> [BN] -> act -> maxpool 2)`` then an MLP head.
+
+    ``in_shape`` is ``(C, H, W)`` (or ``(L,)`` / ``(C, L)`` for 1-D signals, which use Conv1d).
+    """
+
+    def __init__(self, in_shape: Sequence[int], num_classes: int, channels: Sequence[int] = (32, 64),
+                 hidden: int = 128, activation: str = "relu", batch_norm: bool = False,
+                 bias: bool = True) -> None:
+        super().__init__()
+        in_shape = tuple(int(s) for s in in_shape)
+        one_d = len(in_shape) <= 2
+        if len(in_shape) == 1:
+            in_shape = (1, in_shape[0])
+        Conv, Pool, BN = ((nn.Conv1d, nn.MaxPool1d, nn.BatchNorm1d) if one_d
+                          else (nn.Conv2d, nn.MaxPool2d, nn.BatchNorm2d))
+        self.in_shape = in_shape
+        blocks: list[nn.Module] = []
+        c = in_shape[0]
+        for out in channels:
+            blocks += [Conv(c, out, 3, padding=1, bias=bias)]
+            if batch_norm:
+                blocks += [BN(out)]
+            blocks += [_activation(activation), Pool(2)]
+            c = out
+        self.features = nn.Sequential(*blocks)
+        with torch.no_grad():
+            n_flat = self.features(torch.zeros(1, *in_shape)).numel()
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(n_flat, hidden, bias=bias),
+                                  _activation(activation), nn.Linear(hidden, num_classes, bias=bias))
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(X.reshape(X.shape[0], *self.in_shape)))
+
+
+def make_model(arch: str, in_shape: Sequence[int], num_classes: int, *, widths: Sequence[int] = (128, 128),
+               activation: str = "relu", bias: bool = True, seed: int | None = None, **kwargs) -> nn.Module:
+    """Build ``arch`` (``mlp`` or ``cnn``) for inputs of ``in_shape``; ``seed`` fixes the init.
+
+    For ``mlp``, ``widths`` are the hidden sizes; for ``cnn`` they are the conv channels and
+    ``hidden`` (kwarg) the head width.
+    """
+    if seed is not None:
+        torch.manual_seed(seed)
+    in_dim = 1
+    for s in in_shape:
+        in_dim *= int(s)
+    if arch == "mlp":
+        return MLP([in_dim, *widths, num_classes], activation=activation, bias=bias)
+    if arch == "cnn":
+        return SmallCNN(in_shape, num_classes, channels=widths, activation=activation, bias=bias, **kwargs)
+    raise ValueError(f"unknown arch {arch!r}; allowed: mlp, cnn")

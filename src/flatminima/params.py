@@ -1,0 +1,240 @@
+"""Typed, validated parameters for the claim notebooks.
+
+Every claim declares one frozen dataclass derived from :class:`ClaimParams`. Each field is
+declared with :func:`param`, which records its help text and the allowed values or range.
+Construction validates every field, so a notebook that builds its parameters in the cell
+right after the papermill ``parameters`` cell fails *before any training* with a message
+naming the parameter and what it accepts.
+
+Presets (``smoke``, ``cpu``, ``paper``) are dictionaries of field values kept on the class
+(``PRESETS``); :meth:`ClaimParams.from_preset` starts from a preset and applies overrides
+parameter by parameter, rejecting names the claim does not know.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+PRESET_NAMES: tuple[str, ...] = ("smoke", "cpu", "paper")
+"""The three scales every claim supports: tests, the book's default, the original scale."""
+
+RUN_CONTROLS: dict[str, str] = {
+    "preset": "smoke | cpu | paper: the scale of the run (each parameter left at None takes the preset's value)",
+    "device": "auto | cpu | cuda | cuda:N: where tensors live (auto: CUDA when present)",
+    "show_progress": "draw tqdm progress bars (off in the book and in papermill logs)",
+    "results_dir": "folder for the results JSON of this claim",
+}
+"""Notebook parameters that steer the run but do not change what is computed."""
+
+
+class ParameterError(ValueError):
+    """A notebook or CLI parameter is unknown or has a value outside what it accepts."""
+
+
+def param(default: Any, help: str, *, choices: Sequence[Any] | None = None,
+          low: float | None = None, high: float | None = None,
+          low_inclusive: bool = True, high_inclusive: bool = True) -> Any:
+    """Declare a validated parameter field.
+
+    ``choices`` restricts the value (or, for a tuple-valued field, each element) to a set;
+    ``low``/``high`` bound numbers (again element-wise for tuples).
+    """
+    meta = {"help": help, "choices": tuple(choices) if choices is not None else None,
+            "low": low, "high": high, "low_inclusive": low_inclusive,
+            "high_inclusive": high_inclusive}
+    if isinstance(default, list):
+        default = tuple(default)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def _type_name(tp: Any) -> str:
+    if isinstance(tp, type):
+        return tp.__name__
+    return str(tp).replace("typing.", "")
+
+
+def _coerce(name: str, value: Any, tp: Any) -> Any:
+    """Coerce ``value`` to the annotated type ``tp`` or raise ParameterError."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(name, value, arg)
+            except ParameterError as exc:
+                errors.append(str(exc))
+        raise ParameterError(errors[0] if errors else f"{name}: bad value {value!r}")
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+            value = (value,)
+        elem = args[0] if args else Any
+        return tuple(_coerce(name, v, elem) for v in value)
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        raise ParameterError(f"parameter {name!r} must be a bool (True/False), got {value!r}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ParameterError(f"parameter {name!r} must be an int, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        raise ParameterError(f"parameter {name!r} must be an int, got {value!r}")
+    if tp is float:
+        if isinstance(value, bool):
+            raise ParameterError(f"parameter {name!r} must be a float, got {value!r}")
+        if isinstance(value, (int, float)):
+            value = float(value)
+        elif isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                raise ParameterError(f"parameter {name!r} must be a float, got {value!r}") from None
+        else:
+            raise ParameterError(f"parameter {name!r} must be a float, got {value!r}")
+        if not math.isfinite(value):
+            raise ParameterError(f"parameter {name!r} must be finite, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ParameterError(f"parameter {name!r} must be a str, got {value!r}")
+        return value
+    return value
+
+
+def _check_bounds(name: str, value: Any, meta: Mapping[str, Any]) -> None:
+    items = value if isinstance(value, tuple) else (value,)
+    choices = meta.get("choices")
+    low, high = meta.get("low"), meta.get("high")
+    for v in items:
+        if choices is not None and v not in choices:
+            hint = difflib.get_close_matches(str(v), [str(c) for c in choices], n=1)
+            extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+            raise ParameterError(
+                f"parameter {name!r} got {v!r}; allowed values: {', '.join(map(repr, choices))}{extra}")
+        if low is not None and v is not None:
+            bad = v < low if meta.get("low_inclusive", True) else v <= low
+            if bad:
+                op = ">=" if meta.get("low_inclusive", True) else ">"
+                rng = f"{op} {low}" + (f" and <= {high}" if high is not None else "")
+                raise ParameterError(f"parameter {name!r} must be {rng}, got {v!r}")
+        if high is not None and v is not None:
+            bad = v > high if meta.get("high_inclusive", True) else v >= high
+            if bad:
+                op = "<=" if meta.get("high_inclusive", True) else "<"
+                rng = (f">= {low} and " if low is not None else "") + f"{op} {high}"
+                raise ParameterError(f"parameter {name!r} must be {rng}, got {v!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ClaimParams:
+    """Base class of the per-claim parameter dataclasses.
+
+    Subclasses set ``CLAIM`` (the claim's slug) and ``PRESETS`` (``{preset: {field: value}}``;
+    fields a preset does not mention keep the dataclass default) and declare their fields
+    with :func:`param`. Instances are frozen and validated on construction.
+    """
+
+    CLAIM: ClassVar[str] = ""
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}
+
+    preset: str = param("cpu", RUN_CONTROLS["preset"], choices=PRESET_NAMES)
+
+    def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            value = _coerce(f.name, getattr(self, f.name), hints[f.name])
+            _check_bounds(f.name, value, f.metadata)
+            object.__setattr__(self, f.name, value)
+        self.validate()
+
+    def validate(self) -> None:
+        """Cross-field checks; subclasses override and raise :class:`ParameterError`."""
+
+    # ----------------------------------------------------------------- construction
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def check_names(cls, names: typing.Iterable[str]) -> None:
+        """Raise ParameterError for any name that is neither a field nor a run control."""
+        known = set(cls.field_names()) | set(RUN_CONTROLS)
+        for name in names:
+            if name not in known:
+                hint = difflib.get_close_matches(name, sorted(known), n=1)
+                extra = f" Did you mean {hint[0]!r}?" if hint else ""
+                raise ParameterError(
+                    f"unknown parameter {name!r} for claim {cls.CLAIM!r}.{extra} "
+                    f"Allowed parameters: {', '.join(sorted(known))}")
+
+    @classmethod
+    def from_preset(cls, preset: str = "cpu", **overrides: Any) -> "ClaimParams":
+        """The preset's values with ``overrides`` applied; ``None`` overrides are ignored."""
+        if preset not in PRESET_NAMES:
+            raise ParameterError(
+                f"parameter 'preset' got {preset!r}; allowed values: {', '.join(map(repr, PRESET_NAMES))}")
+        overrides = {k: v for k, v in overrides.items() if v is not None and k not in RUN_CONTROLS}
+        cls.check_names(overrides)
+        values = dict(cls.PRESETS.get(preset, {}))
+        cls.check_names(values)
+        values.update(overrides)
+        values["preset"] = preset
+        return cls(**values)
+
+    @classmethod
+    def from_namespace(cls, namespace: Mapping[str, Any]) -> "ClaimParams":
+        """Build from a notebook's globals: the preset plus every field that is not None.
+
+        Used in the cell after papermill's ``parameters`` cell: ``params = Params.from_namespace(globals())``.
+        """
+        preset = namespace.get("preset", "cpu")
+        overrides = {name: namespace[name] for name in cls.field_names()
+                     if name != "preset" and namespace.get(name) is not None}
+        return cls.from_preset(preset, **overrides)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
+                for f in dataclasses.fields(self)}
+
+    @classmethod
+    def describe(cls) -> list[dict[str, Any]]:
+        """One record per parameter: name, type, help, allowed values, and each preset's value."""
+        hints = typing.get_type_hints(cls)
+        rows = []
+        for f in dataclasses.fields(cls):
+            m = f.metadata
+            allowed = None
+            if m.get("choices") is not None:
+                allowed = " | ".join(map(str, m["choices"]))
+            elif m.get("low") is not None or m.get("high") is not None:
+                lo = "" if m.get("low") is None else ("[" if m["low_inclusive"] else "(") + str(m["low"])
+                hi = "" if m.get("high") is None else str(m["high"]) + ("]" if m["high_inclusive"] else ")")
+                allowed = f"{lo or '(-inf'}, {hi or 'inf)'}"
+            presets = {p: cls.PRESETS.get(p, {}).get(f.name, f.default) for p in PRESET_NAMES}
+            if f.name == "preset":
+                presets = {p: p for p in PRESET_NAMES}
+            rows.append({"name": f.name, "type": _type_name(hints[f.name]), "help": m.get("help", ""),
+                         "allowed": allowed, "default": f.default, "presets": presets})
+        return rows

@@ -1,0 +1,21 @@
+"""Opt-in progress bars.
+
+``tqdm.notebook`` ignores ``TQDM_DISABLE`` (it forces ``disable=bool(kwarg)``), so bars are
+switched off by passing ``disable`` explicitly. Notebooks expose ``show_progress`` (default
+False) so executed notebooks and the book stay free of bar output.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def progress(iterable: Iterable[T], *, enabled: bool = False, **kwargs: Any) -> Iterable[T]:
+    """Wrap ``iterable`` in a ``tqdm.auto`` bar when ``enabled``; otherwise return it unchanged."""
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, disable=False, **kwargs)
