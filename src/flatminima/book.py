@@ -94,7 +94,7 @@ def build_book(root: Path, *, strict: bool = True) -> Path:
     generated = root / "book" / "generated"
     check_executed(generated)
     write_dashboard(generated)
-    cmd = [sys.executable, "-m", "jupyter_book", "build", str(root), "--toc", str(root / "_toc.yml"),
+    cmd = [sys.executable, "-c", "from jupyter_book.cli.main import main; main()", "build", str(root), "--toc", str(root / "_toc.yml"),
            "--config", str(root / "_config.yml")]
     if strict:
         cmd += ["-W", "-n", "--keep-going"]

@@ -1,0 +1,177 @@
+r"""Sharpness measures of a minimum and the reparametrisations that fool them.
+
+* :func:`epsilon_sharpness`: Keskar et al. (2017), Metric 2.1 / eq. (3), maximised by L-BFGS-B.
+* :func:`invariant_sharpness`: Rangamani et al. (2019),
+  :math:`\lambda_{\max}(D^{1/2}\nabla^2 L\, D^{1/2})`, :math:`D=\operatorname{blockdiag}(\|W_k\|_F^2 I)`.
+* :func:`rescale_layers`: Dinh et al. (2017)'s :math:`\alpha`-scale transformation of a ReLU net.
+* :func:`interpolate_1d`: Keskar's 1-D parametric plot :math:`f(\alpha x_\ell + (1-\alpha) x_s)`.
+* :func:`filter_normalized_direction`: Li et al. (2018)'s filter-normalised random direction.
+
+All functions take parameter dicts (``{name: tensor}``, see :func:`flatminima.hessian.params_of`)
+and never modify the network or the dicts passed in.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+from scipy.optimize import minimize
+from torch import nn
+from torch.func import functional_call
+
+from .hessian import EigResult, Params, flatten, lanczos, loss_and_grad, loss_value, make_hvp, params_of
+
+
+# ----------------------------------------------------------------------------- Keskar eq. (3)
+def epsilon_sharpness(net: nn.Module, X: torch.Tensor, y: torch.Tensor,
+                      params: Mapping[str, torch.Tensor] | None = None, *, eps: float = 1e-3,
+                      subspace_dim: int | None = None, max_iter: int = 10, seed: int = 0,
+                      chunk_size: int = 8192) -> float:
+    r"""Keskar et al. (2017) :math:`\epsilon`-sharpness, eq. (3), in percent:
+
+    .. math:: \phi_{x,f}(\epsilon, A) = 100\,\frac{\max_{z\in C_\epsilon} f(x + Az) - f(x)}{1 + f(x)},\qquad
+              C_\epsilon = \{z : |z_i| \le \epsilon(|(A^+x)_i| + 1)\}.
+
+    ``subspace_dim=None`` uses the full space (:math:`A = I`); otherwise :math:`A\in\mathbb R^{P\times p}`
+    has orthonormal random columns (QR of a seeded Gaussian), so :math:`A^+ = A^\top`. The inner max
+    runs ``max_iter`` iterations of SciPy's L-BFGS-B (Byrd et al., 1995) from :math:`z = 0`, with the
+    loss and gradient on ``(X, y)`` from :mod:`torch.func`. The result is a lower bound of the true max.
+    """
+    if eps <= 0:
+        raise ValueError(f"eps must be > 0, got {eps}")
+    params = params_of(net) if params is None else dict(params)
+    x, spec = flatten(params)
+    f0 = loss_value(net, x, spec, X, y, chunk_size=chunk_size)
+    if subspace_dim is None:
+        A = None
+        half = eps * (x.abs() + 1)
+    else:
+        if not 1 <= subspace_dim <= spec.dim:
+            raise ValueError(f"subspace_dim must be between 1 and {spec.dim}, got {subspace_dim}")
+        gen = torch.Generator(device="cpu").manual_seed(seed)
+        A = torch.linalg.qr(torch.randn(spec.dim, subspace_dim, generator=gen))[0].to(x.device, x.dtype)
+        half = eps * ((A.T @ x).abs() + 1)
+    h = half.double().cpu().numpy()
+
+    def neg_loss(z: np.ndarray) -> tuple[float, np.ndarray]:
+        zt = torch.as_tensor(z, dtype=x.dtype, device=x.device)
+        step = zt if A is None else A @ zt
+        loss, g = loss_and_grad(net, x + step, spec, X, y, chunk_size=chunk_size)
+        if A is not None:
+            g = A.T @ g
+        return -float(loss), -g.double().cpu().numpy()
+
+    res = minimize(neg_loss, np.zeros_like(h), jac=True, method="L-BFGS-B",
+                   bounds=list(zip(-h, h)), options={"maxiter": max_iter})
+    fmax = max(-float(res.fun), f0)
+    return 100.0 * (fmax - f0) / (1.0 + f0)
+
+
+# ----------------------------------------------------------------------------- Rangamani
+def layer_scaling(params: Mapping[str, torch.Tensor]) -> dict[str, float]:
+    r"""The diagonal of :math:`D`: :math:`\|W_k\|_F^2` for every parameter tensor :math:`W_k` (biases included).
+
+    Under any per-tensor rescaling :math:`W_k \to c_k W_k` that leaves the loss unchanged, the Hessian
+    block :math:`H_{kl}\to H_{kl}/(c_k c_l)` and :math:`D_k \to c_k^2 D_k`, so
+    :math:`D^{1/2} H D^{1/2}` is unchanged exactly.
+    """
+    return {k: float(v.detach().pow(2).sum()) for k, v in params.items()}
+
+
+def invariant_sharpness(net: nn.Module, X: torch.Tensor, y: torch.Tensor,
+                        params: Mapping[str, torch.Tensor] | None = None, *, tol: float = 1e-3,
+                        max_iter: int = 100, seed: int = 0, chunk_size: int = 8192) -> EigResult:
+    r"""Rangamani et al. (2019)'s rescaling-invariant flatness:
+
+    .. math:: \lambda_R(W) = \lambda_{\max}\big(D^{1/2}\,\nabla^2 L(W)\, D^{1/2}\big),\qquad
+              D = \operatorname{blockdiag}(\|W_k\|_F^2 I_{n_k}),
+
+    the top eigenvalue of their Riemannian Hessian on the quotient manifold of rescalings, computed
+    by :func:`flatminima.hessian.lanczos` on :math:`v\mapsto D^{1/2} H D^{1/2} v`.
+    """
+    params = params_of(net) if params is None else dict(params)
+    hvp, theta, spec = make_hvp(net, X, y, params, chunk_size=chunk_size)
+    scale = layer_scaling(params)
+    d = torch.cat([torch.full((n,), scale[k] ** 0.5, device=theta.device, dtype=theta.dtype)
+                   for k, n in zip(spec.names, spec.numels)])
+    return lanczos(lambda v: d * hvp(d * v), spec.dim, tol=tol, max_iter=max_iter, seed=seed,
+                   device=theta.device, dtype=theta.dtype)
+
+
+# ----------------------------------------------------------------------------- Dinh rescaling
+def homogeneous_layers(net: nn.Module) -> list[str]:
+    """Names of the linear/convolutional modules of ``net``, input to output (the rescalable layers)."""
+    kinds = (nn.Linear, nn.Conv1d, nn.Conv2d)
+    if any(isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)) for m in net.modules()):
+        raise ValueError("rescale_layers needs a net without batch norm (the rescaling must leave the function unchanged)")
+    return [name for name, m in net.named_modules() if isinstance(m, kinds)]
+
+
+def rescale_layers(params: Mapping[str, torch.Tensor], layers: Sequence[str], alphas: Sequence[float]) -> Params:
+    r"""Dinh et al. (2017)'s :math:`T_\alpha`: :math:`W_k \to \alpha_k W_k`, :math:`b_k \to (\prod_{j\le k}\alpha_j) b_k`.
+
+    With :math:`\prod_k \alpha_k = 1` and a positively homogeneous activation (ReLU:
+    :math:`\mathrm{relu}(\alpha z) = \alpha\,\mathrm{relu}(z)`, :math:`\alpha>0`) the network computes
+    the same function. ``layers`` are module names in forward order (:func:`homogeneous_layers`);
+    ``alphas`` one factor per layer (missing trailing factors are 1). Returns a new dict.
+    """
+    if len(alphas) > len(layers):
+        raise ValueError(f"got {len(alphas)} alphas for {len(layers)} layers")
+    if any(a <= 0 for a in alphas):
+        raise ValueError(f"alphas must be > 0 (positive homogeneity), got {list(alphas)}")
+    if not np.isclose(np.prod(alphas), 1.0, rtol=1e-9):
+        raise ValueError(f"the product of alphas must be 1 to leave the function unchanged, got {np.prod(alphas)}")
+    out = {k: v.detach().clone() for k, v in params.items()}
+    cum = 1.0
+    for k, name in enumerate(layers):
+        a = float(alphas[k]) if k < len(alphas) else 1.0
+        cum *= a
+        if f"{name}.weight" in out:
+            out[f"{name}.weight"] = out[f"{name}.weight"] * a
+        if f"{name}.bias" in out:
+            out[f"{name}.bias"] = out[f"{name}.bias"] * cum
+    return out
+
+
+# ----------------------------------------------------------------------------- 1-D plots
+@torch.no_grad()
+def interpolate_1d(net: nn.Module, params_a: Mapping[str, torch.Tensor], params_b: Mapping[str, torch.Tensor],
+                   alphas: Sequence[float], data: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
+                   *, chunk_size: int = 8192) -> dict[str, list[float]]:
+    r"""Keskar et al. (2017), Fig. 3: loss and accuracy along :math:`\theta(\alpha) = \alpha\,\theta_b + (1-\alpha)\,\theta_a`.
+
+    ``data`` maps a split name to ``(X, y)``; returns ``{"alpha", "<split>_loss", "<split>_acc"}``.
+    """
+    out: dict[str, list[float]] = {"alpha": [float(a) for a in alphas]}
+    for split in data:
+        out[f"{split}_loss"], out[f"{split}_acc"] = [], []
+    for a in alphas:
+        p = {k: a * params_b[k] + (1 - a) * params_a[k] for k in params_a}
+        for split, (X, y) in data.items():
+            loss, correct = 0.0, 0
+            for i in range(0, len(X), chunk_size):
+                logits = functional_call(net, p, (X[i:i + chunk_size],))
+                loss += float(torch.nn.functional.cross_entropy(logits, y[i:i + chunk_size], reduction="sum"))
+                correct += int((logits.argmax(-1) == y[i:i + chunk_size]).sum())
+            out[f"{split}_loss"].append(loss / len(X))
+            out[f"{split}_acc"].append(correct / len(X))
+    return out
+
+
+def filter_normalized_direction(params: Mapping[str, torch.Tensor], *, seed: int = 0,
+                                ignore_1d: bool = True) -> Params:
+    r"""Li et al. (2018)'s filter-normalised random direction: for each filter / neuron row
+    :math:`d_{i} \leftarrow d_{i}\,\|\theta_{i}\|/\|d_{i}\|`; 1-D tensors (biases) are zeroed when
+    ``ignore_1d`` (their ``ignore='biasbn'``). Gaussian entries from ``seed``."""
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    out = {}
+    for k, p in params.items():
+        d = torch.randn(p.shape, generator=gen, dtype=torch.float64).to(p.device, p.dtype)
+        if p.dim() <= 1:
+            out[k] = torch.zeros_like(p) if ignore_1d else d * p.norm() / d.norm()
+            continue
+        dn = d.reshape(len(d), -1).norm(dim=1).clamp_min(1e-12)
+        pn = p.detach().reshape(len(p), -1).norm(dim=1)
+        out[k] = d * (pn / dn).reshape(-1, *([1] * (p.dim() - 1)))
+    return out

@@ -1,0 +1,74 @@
+"""Tests of flatminima.noise: Langevin equilibrium (Monte-Carlo) and the SGD temperature."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from flatminima.models import MLP
+from flatminima.noise import langevin_trajectory, minibatch_gradient_variance, sgd_temperature
+from flatminima.train import DivergenceError
+
+
+def test_langevin_on_a_quadratic_reaches_the_equilibrium_variance():
+    # L = sum_chains sum_j h_j w_j^2 / 2: independent chains, one per row
+    h = torch.tensor([1.0, 4.0, 10.0], dtype=torch.float64)
+    lr, T, chains = 0.05, 0.01, 4000
+    params = {"w": torch.zeros(chains, 3, dtype=torch.float64)}
+    final, rec = langevin_trajectory(lambda p: 0.5 * (p["w"] ** 2 * h).sum(), params, lr=lr, temperature=T,
+                                     num_steps=600, record=lambda p: p["w"][:, 0], record_every=300, seed=0)
+    var = final["w"].var(0)
+    exact = T / (h * (1 - lr * h / 2))  # stationary variance of the discrete chain
+    torch.testing.assert_close(var, exact, rtol=0.08, atol=0)
+    # and the continuous-time Einstein relation T/h holds where lr*h is small
+    assert float(var[0]) == pytest.approx(T / 1.0, rel=0.1)
+    assert rec.shape == (2, chains)
+    assert torch.equal(params["w"], torch.zeros(chains, 3, dtype=torch.float64))  # input not changed
+
+
+def test_langevin_at_zero_temperature_is_gradient_descent():
+    h = torch.tensor([0.5, 2.0])
+    w = torch.tensor([1.0, -1.0])
+    final, rec = langevin_trajectory(lambda p: 0.5 * (p["w"] ** 2 * h).sum(), {"w": w}, lr=0.1, temperature=0.0,
+                                     num_steps=10, record=lambda p: p["w"], record_every=5)
+    torch.testing.assert_close(final["w"], w * (1 - 0.1 * h) ** 10)
+    torch.testing.assert_close(rec[0], w * (1 - 0.1 * h) ** 5)
+
+
+def test_langevin_raises_when_the_loss_diverges():
+    with pytest.raises(DivergenceError, match="lr"):
+        langevin_trajectory(lambda p: -50.0 * (p["w"] ** 2).sum(), {"w": torch.ones(2)}, lr=1.0,
+                            temperature=0.0, num_steps=100, record=lambda p: p["w"])
+
+
+def _problem():
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(120, 4, generator=g)
+    y = torch.randint(0, 3, (120,), generator=g)
+    torch.manual_seed(0)
+    return MLP([4, 6, 5, 3]), X, y
+
+
+def test_minibatch_gradient_variance_matches_a_loop_over_the_same_batches():
+    net, X, y = _problem()
+    names = ["layers.1.weight", "layers.2.bias"]
+    var = minibatch_gradient_variance(net, X, y, names, batch_size=20, seed=3)
+    perm = torch.randperm(120, generator=torch.Generator().manual_seed(3))
+    grads = []
+    for b in range(6):
+        idx = perm[b * 20:(b + 1) * 20]
+        net.zero_grad()
+        F.cross_entropy(net(X[idx]), y[idx]).backward()
+        grads.append(torch.cat([net.layers[1].weight.grad.reshape(-1), net.layers[2].bias.grad]))
+    torch.testing.assert_close(var, torch.stack(grads).var(0), rtol=1e-4, atol=1e-8)
+
+
+def test_sgd_temperature_is_proportional_to_lr_and_falls_with_batch_size():
+    net, X, y = _problem()
+    names = ["layers.1.weight"]
+    T1 = sgd_temperature(net, X, y, names, lr=0.1, batch_size=10, num_epochs=5)
+    T2 = sgd_temperature(net, X, y, names, lr=0.2, batch_size=10, num_epochs=5)
+    T_big = sgd_temperature(net, X, y, names, lr=0.1, batch_size=40, num_epochs=20)
+    assert T2 == pytest.approx(2 * T1, rel=1e-9)
+    # Var of a mean over B samples without replacement: (1/B)(n-B)/(n-1) -> ratio 4 * 109/119 / (80/119)
+    assert 2.0 < T1 / T_big < 10.0

@@ -1,0 +1,66 @@
+"""Results records: schema, JSON safety, and atomic writes that never leave partial files."""
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from flatminima import results
+from flatminima.results import VERDICTS, atomic_write_text, make_record, read_results, write_results
+
+
+def record(**kw):
+    base = dict(claim="toy", params={"preset": "smoke", "lr": 0.1}, verdict="inconclusive",
+                statistics={"x": np.float32(1.5), "ci": (0.1, 0.2), "t": torch.tensor([1.0, 2.0]),
+                            "nan": float("nan")},
+                criterion="none", seeds=[0, 1], runtime_s=1.0, device="cpu")
+    base.update(kw)
+    return make_record(**base)
+
+
+def test_record_has_every_required_key_and_plain_json_types(tmp_path):
+    rec = record()
+    for key in results.REQUIRED_KEYS:
+        assert key in rec
+    assert rec["preset"] == "smoke" and rec["statistics"]["t"] == [1.0, 2.0]
+    assert rec["statistics"]["nan"] is None  # NaN is not valid JSON
+    path = write_results(rec, tmp_path)
+    assert path.name == "toy.json"
+    back = read_results(path)
+    assert back["statistics"]["x"] == 1.5 and back["versions"]["torch"] == torch.__version__
+
+
+def test_unknown_verdict_is_rejected():
+    with pytest.raises(ValueError, match="verdict must be one of"):
+        record(verdict="kinda")
+    assert set(VERDICTS) == {"reproduced", "not reproduced", "inconclusive"}
+
+
+def test_interrupted_write_leaves_previous_file_and_no_temp_files(tmp_path, monkeypatch):
+    target = tmp_path / "toy.json"
+    atomic_write_text(target, '{"old": true}')
+
+    def interrupted(fd):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "fsync", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write_text(target, '{"new": ' + "1" * 100_000)
+    assert json.loads(target.read_text()) == {"old": True}
+    assert [p.name for p in tmp_path.iterdir()] == ["toy.json"]
+
+
+def test_interrupted_first_write_leaves_no_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(os, "fsync", lambda fd: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):
+        write_results(record(), tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_infinite_values_become_strings():
+    rec = record(statistics={"big": math.inf})
+    assert rec["statistics"]["big"] == "inf"

@@ -1,0 +1,139 @@
+"""The papermill runner: reuse of unchanged runs, and no partial results from failed or interrupted runs.
+
+A tiny toy claim (registered for the test only) keeps these tests fast.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_notebook
+
+from flatminima import presets, runner
+from flatminima.runner import find_root, inputs_hash, run_claim
+
+TOY_MODULE = '''
+from dataclasses import dataclass
+from typing import ClassVar
+from flatminima.params import ClaimParams, param
+
+@dataclass(frozen=True)
+class Params(ClaimParams):
+    CLAIM: ClassVar[str] = "toy"
+    PRESETS: ClassVar[dict] = {"smoke": {"value": 1.0}}
+    value: float = param(2.0, "a number", low=0.0)
+    sleep: float = param(0.0, "seconds to sleep before writing results", low=0.0)
+    explode: bool = param(False, "raise after validation")
+'''
+
+TOY_PARAMETERS = textwrap.dedent('''\
+    preset: str = "cpu"
+    value: float = None
+    sleep: float = None
+    explode: bool = None
+    device: str = "auto"
+    show_progress: bool = False
+    results_dir: str = "results"
+''')
+
+TOY_BODY = textwrap.dedent('''\
+    import time
+    import toyclaim
+    from flatminima.results import make_record, write_results
+    params = toyclaim.Params.from_namespace(globals())
+    if params.explode:
+        raise RuntimeError("the toy claim exploded on purpose")
+    time.sleep(params.sleep)
+    write_results(make_record(claim="toy", params=params, verdict="inconclusive",
+                              statistics={"value": params.value}, criterion="none", seeds=[0],
+                              runtime_s=0.0, device=device), results_dir)
+''')
+
+
+@pytest.fixture()
+def toy_root(tmp_path, monkeypatch):
+    (tmp_path / "_toc.yml").write_text("root: intro\n")
+    (tmp_path / "notebooks").mkdir()
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "toyclaim.py").write_text(TOY_MODULE)
+    nb = new_notebook(cells=[new_code_cell(TOY_PARAMETERS, metadata={"tags": ["parameters"]}),
+                             new_code_cell(f"import sys; sys.path.insert(0, {str(pkg)!r})\n" + TOY_BODY)])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, tmp_path / "notebooks" / "toy.ipynb")
+    monkeypatch.syspath_prepend(str(pkg))
+    monkeypatch.setitem(presets.CLAIMS, "toy", "toyclaim")
+    # the library's own source is part of the inputs hash; pin it so edits elsewhere do not interfere
+    monkeypatch.setattr(runner, "package_source_hash", lambda: "pinned")
+    sys.modules.pop("toyclaim", None)
+    return tmp_path
+
+
+def test_unchanged_inputs_are_reused_and_changed_ones_rerun(toy_root):
+    out = toy_root / "out"
+    first = run_claim("toy", root=toy_root, preset="smoke", out_dir=out, device="cpu")
+    assert first.status == "ran" and first.verdict == "inconclusive"
+    record = json.loads((out / "results" / "toy.json").read_text())
+    assert record["parameters"]["value"] == 1.0 and record["preset"] == "smoke"
+    again = run_claim("toy", root=toy_root, preset="smoke", out_dir=out, device="cpu")
+    assert again.status == "reused"
+    changed = run_claim("toy", root=toy_root, preset="smoke", overrides={"value": 3.0}, out_dir=out, device="cpu")
+    assert changed.status == "ran"
+    assert json.loads((out / "results" / "toy.json").read_text())["parameters"]["value"] == 3.0
+    meta = nbformat.read(out / "toy.ipynb", as_version=4).metadata["flatminima"]
+    assert meta["parameters"]["value"] == 3.0 and meta["verdict"] == "inconclusive"
+
+
+def test_failed_run_keeps_the_previous_result_and_the_failed_notebook(toy_root):
+    out = toy_root / "out"
+    assert run_claim("toy", root=toy_root, preset="smoke", out_dir=out, device="cpu").status == "ran"
+    before = (out / "results" / "toy.json").read_text()
+    failed = run_claim("toy", root=toy_root, preset="smoke", overrides={"explode": True}, out_dir=out, device="cpu")
+    assert failed.status == "failed" and "exploded on purpose" in failed.error
+    assert (out / "results" / "toy.json").read_text() == before
+    assert (out / "failed" / "toy.ipynb").is_file()
+    assert not (out / ".staging" / "toy").exists()
+
+
+def test_interrupted_run_leaves_no_results_json(toy_root):
+    out = toy_root / "out"
+    outcome = run_claim("toy", root=toy_root, preset="smoke", overrides={"sleep": 30.0}, out_dir=out,
+                        device="cpu", timeout=3)
+    assert outcome.status == "failed"
+    assert not (out / "results" / "toy.json").exists()
+    assert not list(out.rglob("*.json"))
+
+
+def test_bad_parameter_fails_before_any_execution(toy_root):
+    out = toy_root / "out"
+    with pytest.raises(presets.ParameterError, match=r"unknown parameter 'valeu'.*Did you mean 'value'"):
+        run_claim("toy", root=toy_root, preset="smoke", overrides={"valeu": 1.0}, out_dir=out)
+    assert not out.exists()
+
+
+def test_inputs_hash_depends_on_parameters_and_notebook(toy_root):
+    nb = toy_root / "notebooks" / "toy.ipynb"
+    h1 = inputs_hash(nb, {"value": 1.0})
+    assert h1 == inputs_hash(nb, {"value": 1.0}) != inputs_hash(nb, {"value": 2.0})
+    doc = nbformat.read(nb, as_version=4)
+    doc.cells[1].source += "\n# an edit"
+    nbformat.write(doc, nb)
+    h2 = inputs_hash(nb, {"value": 1.0})
+    assert h2 != h1
+
+
+def test_a_change_to_the_library_source_invalidates_the_run(toy_root, monkeypatch):
+    out = toy_root / "out"
+    assert run_claim("toy", root=toy_root, preset="smoke", out_dir=out, device="cpu").status == "ran"
+    monkeypatch.setattr(runner, "package_source_hash", lambda: "edited")
+    assert run_claim("toy", root=toy_root, preset="smoke", out_dir=out, device="cpu").status == "ran"
+
+
+def test_find_root_walks_up_and_explains_when_missing(toy_root, tmp_path_factory):
+    (toy_root / "notebooks" / "deep").mkdir()
+    assert find_root(toy_root / "notebooks" / "deep") == toy_root
+    with pytest.raises(FileNotFoundError, match="no flatminima project"):
+        find_root(tmp_path_factory.mktemp("empty"))
