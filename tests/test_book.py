@@ -93,6 +93,7 @@ def test_pages_render_images_without_errors_or_failed_local_requests(built_book,
         failed: list[str] = []
         page_errors: list[str] = []
         page.on("requestfailed", lambda r, failed=failed: failed.append(r.url))
+        page.on("response", lambda r, failed=failed: r.status >= 400 and failed.append(f"{r.url} ({r.status})"))
         page.on("pageerror", lambda e, errs=page_errors: errs.append(str(e)))
         response = page.goto(f"{server}/{rel}", wait_until="load")
         if response is None or response.status != 200:

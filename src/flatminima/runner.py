@@ -139,7 +139,8 @@ def run_claim(claim: str, *, root: Path, preset: str = "cpu", overrides: dict[st
     try:
         pm.execute_notebook(str(source), str(staged_nb), parameters=nb_params, kernel_name="python3",
                             cwd=str(source.parent), progress_bar=False, log_output=log_output,
-                            execution_timeout=timeout)
+                            execution_timeout=timeout,
+                            extra_arguments=["--IPKernelApp.log_level=ERROR"])  # no TCP-warning noise
         record = read_results(stage / "results" / f"{claim}.json")
     except Exception as exc:  # noqa: BLE001 - report every failure the same way, keep the evidence
         failed = out_dir / "failed"
