@@ -30,6 +30,7 @@ def test_record_has_every_required_key_and_plain_json_types(tmp_path):
     assert rec["statistics"]["nan"] is None  # NaN is not valid JSON
     path = write_results(rec, tmp_path)
     assert path.name == "toy.json"
+    assert path.stat().st_mode & 0o777 == 0o644
     back = read_results(path)
     assert back["statistics"]["x"] == 1.5 and back["versions"]["torch"] == torch.__version__
 
