@@ -8,11 +8,13 @@ is the mean cross-entropy over ``(X, y)``, accumulated over data chunks so memor
           \qquad H v = \sum_c \frac{n_c}{n}\, \nabla^2 L_c(\theta)\, v .
 
 The Hessian-vector product is Pearlmutter's :math:`R\{\cdot\}` operator (Pearlmutter, 1994),
-computed forward-over-reverse (``jvp`` of ``grad``), which costs about two gradients. The top
-eigenvalue comes from Lanczos with full re-orthogonalisation and an a-posteriori error bound
-(:func:`lanczos`); a PyHessian-style power iteration is kept as the reference method
+computed either by double backward through a gradient graph kept for the point (the default:
+about 1.4-1.8 gradients per product on CPU) or forward-over-reverse (``jvp`` of ``grad``, about 3
+gradients, nothing kept, batchable with :func:`torch.vmap`); see ``benchmarks/bench_hessian.py``.
+The top eigenvalue comes from Lanczos with full re-orthogonalisation and an a-posteriori error
+bound (:func:`lanczos`); a PyHessian-style power iteration is kept as the reference method
 (:func:`power_iteration`). The trace is Hutchinson's estimator (Hutchinson, 1989) with
-Rademacher probes, batched over probes with :func:`torch.vmap`.
+Rademacher probes.
 """
 from __future__ import annotations
 
@@ -106,13 +108,16 @@ def loss_and_grad(net: nn.Module, flat: torch.Tensor, spec: FlatSpec, X: torch.T
 
 # ----------------------------------------------------------------------------- HVP
 def make_hvp(net: nn.Module, X: torch.Tensor, y: torch.Tensor, params: Mapping[str, torch.Tensor] | None = None,
-             *, chunk_size: int = 8192, method: str = "jvp") -> tuple[MatVec, torch.Tensor, FlatSpec]:
+             *, chunk_size: int = 8192, method: str = "double_backward") -> tuple[MatVec, torch.Tensor, FlatSpec]:
     r"""The Hessian-vector product :math:`v \mapsto \nabla^2 L(\theta) v` of the mean loss on ``(X, y)``.
 
     ``method="jvp"``: forward-over-reverse, ``jvp(grad(L), (θ,), (v,))`` per data chunk
     (:mod:`torch.func`). ``method="double_backward"``: PyHessian's double backprop, keeping the
-    gradient graph of each chunk between calls (Pearlmutter, 1994). ``params`` defaults to the
-    parameters of ``net``. Returns ``(hvp, theta, spec)``; ``hvp`` maps a flat vector to a flat vector.
+    gradient graph of each chunk between calls (Pearlmutter, 1994), so each product costs one
+    backward pass; it is the default because it measured about 2x faster per product on CPU
+    (``benchmarks/bench_hessian.py``), at the price of keeping the graph in memory. ``jvp`` keeps
+    nothing between calls and can be batched over vectors with :func:`batched`. ``params``
+    defaults to the parameters of ``net``. Returns ``(hvp, theta, spec)``; ``hvp`` maps a flat vector to a flat vector.
     """
     if method not in HVP_METHODS:
         raise ValueError(f"method must be one of {', '.join(HVP_METHODS)}, got {method!r}")
@@ -147,7 +152,7 @@ def make_hvp(net: nn.Module, X: torch.Tensor, y: torch.Tensor, params: Mapping[s
 
 
 def batched(matvec: MatVec) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Apply a ``jvp``-based HVP to the rows of a ``(k, P)`` block at once with :func:`torch.vmap`."""
+    """Apply a ``method="jvp"`` HVP to the rows of a ``(k, P)`` block at once with :func:`torch.vmap`."""
     return vmap(matvec)
 
 
@@ -193,7 +198,8 @@ def lanczos(matvec: MatVec, dim: int, *, k: int = 1, max_iter: int = 100, tol: f
               r_i = |\beta_{m}\, s_{i,m}|,\ \delta_i = \theta_i - \theta_{i+1} - r_{i+1},
 
     is at most ``tol`` :math:`\cdot|\theta_i|` (the quadratic bound is Kato-Temple's, with the Ritz
-    gap, shrunk by the neighbour's residual, standing in for the true gap). The Ritz values are lower bounds of the true top eigenvalues.
+    gap, shrunk by the neighbour's residual, standing in for the true gap). The Ritz values are
+    lower bounds of the true top eigenvalues.
     """
     if k < 1 or max_iter < k:
         raise ValueError(f"need 1 <= k <= max_iter, got k={k}, max_iter={max_iter}")
@@ -294,15 +300,19 @@ def hutchinson_trace(matvec: MatVec, dim: int, *, num_probes: int = 32, block: i
 # ----------------------------------------------------------------------------- convenience
 def top_eigenvalue(net: nn.Module, X: torch.Tensor, y: torch.Tensor, params: Mapping[str, torch.Tensor] | None = None,
                    *, k: int = 1, tol: float = 1e-3, max_iter: int = 100, seed: int = 0,
-                   chunk_size: int = 8192) -> EigResult:
+                   chunk_size: int = 8192, method: str = "double_backward") -> EigResult:
     r""":math:`\lambda_{\max}(\nabla^2 L)` (top ``k``) of the mean loss on ``(X, y)`` by :func:`lanczos`."""
-    hvp, theta, spec = make_hvp(net, X, y, params, chunk_size=chunk_size)
+    hvp, theta, spec = make_hvp(net, X, y, params, chunk_size=chunk_size, method=method)
     return lanczos(hvp, spec.dim, k=k, tol=tol, max_iter=max_iter, seed=seed, device=theta.device, dtype=theta.dtype)
 
 
 def hessian_trace(net: nn.Module, X: torch.Tensor, y: torch.Tensor, params: Mapping[str, torch.Tensor] | None = None,
-                  *, num_probes: int = 32, seed: int = 0, chunk_size: int = 8192) -> tuple[float, float]:
-    r""":math:`\operatorname{tr}\nabla^2 L` by :func:`hutchinson_trace` (vmapped HVPs); ``(estimate, se)``."""
-    hvp, theta, spec = make_hvp(net, X, y, params, chunk_size=chunk_size)
+                  *, num_probes: int = 32, seed: int = 0, chunk_size: int = 8192,
+                  method: str = "double_backward") -> tuple[float, float]:
+    r""":math:`\operatorname{tr}\nabla^2 L` by :func:`hutchinson_trace`; ``(estimate, se)``.
+
+    With ``method="jvp"`` the probes are vmapped (:func:`batched`), otherwise looped.
+    """
+    hvp, theta, spec = make_hvp(net, X, y, params, chunk_size=chunk_size, method=method)
     return hutchinson_trace(hvp, spec.dim, num_probes=num_probes, seed=seed, device=theta.device,
-                            dtype=theta.dtype, batched_matvec=batched(hvp))
+                            dtype=theta.dtype, batched_matvec=batched(hvp) if method == "jvp" else None)

@@ -20,7 +20,8 @@ from scipy.optimize import minimize
 from torch import nn
 from torch.func import functional_call
 
-from .hessian import EigResult, Params, flatten, lanczos, loss_and_grad, loss_value, make_hvp, params_of
+from .hessian import (EigResult, FlatSpec, MatVec, Params, flatten, lanczos, loss_and_grad, loss_value, make_hvp,
+                      params_of)
 
 
 # ----------------------------------------------------------------------------- Keskar eq. (3)
@@ -79,6 +80,15 @@ def layer_scaling(params: Mapping[str, torch.Tensor]) -> dict[str, float]:
     return {k: float(v.detach().pow(2).sum()) for k, v in params.items()}
 
 
+def invariant_operator(hvp: MatVec, params: Mapping[str, torch.Tensor], spec: FlatSpec) -> MatVec:
+    r"""The matvec :math:`v \mapsto D^{1/2} H D^{1/2} v` from a Hessian-vector product ``hvp`` at ``params``."""
+    scale = layer_scaling(params)
+    ref = next(iter(params.values()))
+    d = torch.cat([torch.full((n,), scale[k] ** 0.5, device=ref.device, dtype=ref.dtype)
+                   for k, n in zip(spec.names, spec.numels)])
+    return lambda v: d * hvp(d * v)
+
+
 def invariant_sharpness(net: nn.Module, X: torch.Tensor, y: torch.Tensor,
                         params: Mapping[str, torch.Tensor] | None = None, *, tol: float = 1e-3,
                         max_iter: int = 100, seed: int = 0, chunk_size: int = 8192) -> EigResult:
@@ -88,14 +98,11 @@ def invariant_sharpness(net: nn.Module, X: torch.Tensor, y: torch.Tensor,
               D = \operatorname{blockdiag}(\|W_k\|_F^2 I_{n_k}),
 
     the top eigenvalue of their Riemannian Hessian on the quotient manifold of rescalings, computed
-    by :func:`flatminima.hessian.lanczos` on :math:`v\mapsto D^{1/2} H D^{1/2} v`.
+    by :func:`flatminima.hessian.lanczos` on :func:`invariant_operator`.
     """
     params = params_of(net) if params is None else dict(params)
     hvp, theta, spec = make_hvp(net, X, y, params, chunk_size=chunk_size)
-    scale = layer_scaling(params)
-    d = torch.cat([torch.full((n,), scale[k] ** 0.5, device=theta.device, dtype=theta.dtype)
-                   for k, n in zip(spec.names, spec.numels)])
-    return lanczos(lambda v: d * hvp(d * v), spec.dim, tol=tol, max_iter=max_iter, seed=seed,
+    return lanczos(invariant_operator(hvp, params, spec), spec.dim, tol=tol, max_iter=max_iter, seed=seed,
                    device=theta.device, dtype=theta.dtype)
 
 

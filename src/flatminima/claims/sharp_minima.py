@@ -28,15 +28,14 @@ from torch import nn
 from torch.func import functional_call
 
 from ..data import DATASETS, Dataset, load_dataset
-from ..hessian import hessian_trace, params_of, top_eigenvalue
+from ..hessian import flatten, hutchinson_trace, lanczos, loss_and_grad, make_hvp, params_of
 from ..models import make_model
 from ..params import ClaimParams, ParameterError, param
 from ..progress import progress
 from ..results import make_record
-from ..sharpness import (epsilon_sharpness, homogeneous_layers, interpolate_1d, invariant_sharpness,
-                         rescale_layers)
+from ..sharpness import epsilon_sharpness, homogeneous_layers, interpolate_1d, invariant_operator, rescale_layers
 from ..stats import mean_ci, sign_test_greater
-from ..train import evaluate, train
+from ..train import train
 
 DINH_TOLERANCE = 1e-3
 """Largest relative change of :math:`\\lambda_R` under rescaling accepted as 'unchanged' (float32 Lanczos)."""
@@ -50,9 +49,10 @@ class Params(ClaimParams):
 
     CLAIM: ClassVar[str] = "sharp-minima"
     PRESETS: ClassVar[dict] = {
-        "smoke": {"widths": (32, 32), "sb_batch_size": 64, "lb_batch_size": 400, "loss_thresholds": (1.0, 0.6),
-                  "max_epochs": 40, "num_seeds": 2, "num_probes": 8, "keskar_eps": (1e-3,), "subspace_dim": 10,
-                  "hessian_samples": 1000, "interp_points": 9, "sweep_batch_sizes": (128,)},
+        "smoke": {"dataset": "digits", "widths": (32, 32), "sb_batch_size": 32, "lb_batch_size": 256,
+                  "loss_thresholds": (0.6, 0.3), "max_epochs": 200, "num_seeds": 2, "num_probes": 8,
+                  "keskar_eps": (1e-3,), "subspace_dim": 10, "interp_points": 9, "sweep_batch_sizes": (128,),
+                  "num_workers": 1},
         "cpu": {},
         "paper": {"dataset": "mnist", "widths": (512, 512, 512, 512, 512), "sb_batch_size": 256,
                   "lb_batch_size": 6000, "loss_thresholds": (0.1, 0.03, 0.01), "max_epochs": 500,
@@ -61,7 +61,7 @@ class Params(ClaimParams):
     }
 
     dataset: str = param("mnist1d", "dataset to train on", choices=DATASETS)
-    arch: str = param("mlp", "network: mlp (widths = hidden sizes) or cnn (widths = conv channels)",
+    arch: str = param("mlp", "network: mlp (widths are hidden sizes) or cnn (widths are conv channels)",
                       choices=("mlp", "cnn"))
     widths: tuple[int, ...] = param((128, 128, 128), "hidden layer widths (mlp) or conv channels (cnn)", low=1)
     optimizer: str = param("adam", "optimizer for both regimes (Keskar et al. used Adam)", choices=("adam", "sgd"))
@@ -71,21 +71,23 @@ class Params(ClaimParams):
     loss_thresholds: tuple[float, ...] = param(
         (0.1, 0.03), "full-batch training losses at which SB and LB are compared (matched loss)",
         low=0.0, low_inclusive=False, high=5.0)
-    max_epochs: int = param(400, "epoch budget for reaching the smallest threshold", low=1, high=100000)
+    max_epochs: int = param(1000, "epoch budget for reaching the smallest threshold", low=1, high=100000)
     num_seeds: int = param(3, "number of seeds (initial points and data orders)", low=1, high=100)
-    hessian_samples: int = param(0, "training samples used for curvature measures (0 = all)", low=0)
+    hessian_samples: int = param(0, "training samples used for curvature measures, 0 for all", low=0)
     lanczos_tol: float = param(1e-3, "relative error bound at which Lanczos stops", low=0.0,
                                low_inclusive=False, high=0.5)
     num_probes: int = param(32, "Rademacher probes for the Hutchinson trace", low=1, high=10000)
     keskar_eps: tuple[float, ...] = param((1e-3, 5e-4), "box sizes epsilon of Keskar's sharpness",
                                           low=0.0, low_inclusive=False, high=1.0)
     keskar_max_iter: int = param(10, "L-BFGS-B iterations for Keskar's inner maximisation", low=1, high=1000)
-    subspace_dim: int = param(100, "dimension p of Keskar's random subspace A (0 = full space only)", low=0)
+    subspace_dim: int = param(100, "dimension p of Keskar's random subspace A, 0 for the full space only", low=0)
     interp_points: int = param(25, "points of the 1-D interpolation on alpha in [-1, 2]", low=3, high=1001)
     dinh_alpha: float = param(5.0, "Dinh rescaling factor: layer 1 times alpha, layer 2 times 1/alpha",
                               low=1.0, low_inclusive=False, high=1e4)
+    num_workers: int = param(2, "processes that train seeds in parallel on CPU (1: all in this process); "
+                             "changes the wall time, not the numbers", low=1, high=64)
     sweep_batch_sizes: tuple[int, ...] = param(
-        (16, 100, 1000), "extra batch sizes trained (seed 0) for the sweep, besides SB and LB; () = no sweep", low=1)
+        (100, 1000), "extra batch sizes for the sweep on seed 0, besides SB and LB (empty: no sweep)", low=1)
 
     def validate(self) -> None:
         if self.sb_batch_size >= self.lb_batch_size:
@@ -194,9 +196,14 @@ def measure(net: nn.Module, p: dict[str, torch.Tensor], data: Dataset, params: P
     if not naive_only:
         out["train_loss"], out["train_acc"] = _eval(net, p, data.X_train, data.y_train)
         out["test_loss"], out["test_acc"] = _eval(net, p, data.X_test, data.y_test)
-    out["lambda_max"] = top_eigenvalue(net, X, y, p, tol=tol, seed=seed).top
-    out["trace"], out["trace_se"] = hessian_trace(net, X, y, p, num_probes=params.num_probes, seed=seed)
-    out["lambda_R"] = invariant_sharpness(net, X, y, p, tol=tol, seed=seed).top
+    theta, spec = flatten(p)
+    out["grad_norm"] = float(loss_and_grad(net, theta, spec, X, y)[1].norm())
+    hvp, theta, spec = make_hvp(net, X, y, p)  # one retained gradient graph serves all three
+    kw = {"seed": seed, "device": theta.device, "dtype": theta.dtype}
+    out["lambda_max"] = lanczos(hvp, spec.dim, tol=tol, **kw).top
+    out["trace"], out["trace_se"] = hutchinson_trace(hvp, spec.dim, num_probes=params.num_probes, **kw)
+    out["lambda_R"] = lanczos(invariant_operator(hvp, p, spec), spec.dim, tol=tol, **kw).top
+    del hvp
     for eps in params.keskar_eps:
         out[f"keskar_{eps:g}"] = epsilon_sharpness(net, X, y, p, eps=eps, max_iter=params.keskar_max_iter,
                                                    seed=seed)
@@ -207,12 +214,13 @@ def measure(net: nn.Module, p: dict[str, torch.Tensor], data: Dataset, params: P
     return out
 
 
-MEASURES = ("lambda_max", "trace", "lambda_R")
-"""Curvature columns of :func:`run_seed`'s table; Keskar columns are named ``keskar_<eps>[_sub]``."""
+MEASURES = ("lambda_max", "trace", "lambda_R", "grad_norm")
+"""Columns of :func:`run_seed`'s table besides accuracies: curvature and the full-batch gradient norm
+(first-order term of Keskar's measure); Keskar columns are named ``keskar_<eps>[_sub]``."""
 
 
 def measure_columns(params: Params) -> list[str]:
-    """All sharpness columns measured under ``params``, primary (``lambda_R``) included."""
+    """All measure columns under ``params``, primary (``lambda_R``) and the gradient norm included."""
     cols = list(MEASURES)
     for eps in params.keskar_eps:
         cols.append(f"keskar_{eps:g}")
@@ -241,6 +249,42 @@ def run_seed(params: Params, data: Dataset, seed: int, device: torch.device, *,
                 row.update(epoch=snap.epoch, steps=snap.steps, **measure(net0, snap.params, data, params, seed=seed))
             rows.append(row)
     return pd.DataFrame(rows), runs, net0
+
+
+def _worker_init() -> None:
+    import warnings
+
+    from ..device import configure_threads
+
+    warnings.simplefilter("ignore")
+    configure_threads(1)
+
+
+def _run_seed_job(params: Params, data: Dataset, seed: int) -> tuple[pd.DataFrame, dict[str, RegimeRun], nn.Module]:
+    return run_seed(params, data, seed, torch.device("cpu"))
+
+
+def run_seeds(params: Params, data: Dataset, device: torch.device, *, show_progress: bool = False
+              ) -> tuple[pd.DataFrame, dict[int, dict[str, RegimeRun]], nn.Module]:
+    """:func:`run_seed` for seeds ``0 .. num_seeds-1``; on CPU, ``num_workers`` processes run seeds at once.
+
+    Each seed's result depends on the seed alone, so the number of workers changes the wall time,
+    not the numbers. Returns the concatenated table, the runs by seed and the net (architecture).
+    """
+    seeds = list(range(params.num_seeds))
+    workers = min(params.num_workers, len(seeds)) if torch.device(device).type == "cpu" else 1
+    if workers <= 1:
+        results = [run_seed(params, data, s, device, show_progress=show_progress)
+                   for s in progress(seeds, enabled=show_progress, desc="seeds")]
+    else:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_worker_init) as pool:
+            futures = [pool.submit(_run_seed_job, params, data.to("cpu"), s) for s in seeds]
+            results = [f.result() for f in progress(futures, enabled=show_progress, desc="seeds")]
+    table = pd.concat([r[0] for r in results], ignore_index=True)
+    return table, {s: r[1] for s, r in zip(seeds, results)}, results[0][2]
 
 
 def batch_size_sweep(params: Params, data: Dataset, device: torch.device, *, seed: int = 0,
