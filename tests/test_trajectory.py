@@ -9,9 +9,9 @@ import torch
 
 from flatminima.models import MLP
 from flatminima.train import train
-from flatminima.trajectory import (WeightRecorder, batched_param_loss, fit_power_law, flatten_params,
-                                   loss_profiles, naive_param_loss, profile_widths, select_parameters,
-                                   trajectory_pca)
+from flatminima.trajectory import (WeightRecorder, batched_param_loss, fit_power_law, flatten_params, line_loss,
+                                   loss_profiles, make_line_loss, mlp_line_loss, naive_param_loss, profile_widths,
+                                   select_parameters, trajectory_pca)
 
 
 def _orthonormal(k: int, d: int, seed: int) -> torch.Tensor:
@@ -34,7 +34,7 @@ def test_widths_at_a_minimum_match_closed_form_of_quadratic():
     w_star = torch.randn(d, generator=g, dtype=torch.float64)
     L0 = 0.01
     P = _orthonormal(k, d, 1)
-    res = profile_widths(_quadratic(h, w_star, L0), w_star, P, math.e * L0, num_bisect=30)
+    res = profile_widths(line_loss(_quadratic(h, w_star, L0), w_star, P), k, math.e * L0, num_bisect=30)
     curvature = (P * P * h).sum(1)  # p^T H p
     expected = 2 * torch.sqrt(2 * (math.e - 1) * L0 / curvature)
     torch.testing.assert_close(res.widths, expected, rtol=1e-6, atol=0)
@@ -51,7 +51,7 @@ def test_widths_away_from_the_minimum_match_roots_of_the_profile():
     P = _orthonormal(k, d, 3)
     Lw0 = float(loss_of(w0[None])[0])
     level = 3.0 * Lw0
-    res = profile_widths(loss_of, w0, P, level, num_bisect=30)
+    res = profile_widths(line_loss(loss_of, w0, P), k, level, num_bisect=30)
     a = (P * P * h).sum(1)  # L(w0 + t p) = Lw0 + b t + a t^2 / 2
     b = P @ (h * (w0 - w_star))
     c = level - Lw0
@@ -62,8 +62,8 @@ def test_widths_away_from_the_minimum_match_roots_of_the_profile():
 
 def test_width_is_nan_when_the_level_is_never_reached():
     flat = lambda W: torch.zeros(len(W), dtype=W.dtype)  # noqa: E731
-    res = profile_widths(flat, torch.zeros(3, dtype=torch.float64), torch.eye(3, dtype=torch.float64), 1.0,
-                         max_doublings=5)
+    along = line_loss(flat, torch.zeros(3, dtype=torch.float64), torch.eye(3, dtype=torch.float64))
+    res = profile_widths(along, 3, 1.0, max_doublings=5)
     assert torch.isnan(res.widths).all()
 
 
@@ -89,18 +89,46 @@ def test_batched_loss_equals_a_loop_over_model_copies(which):
         assert torch.equal(v, before[k])
 
 
+@pytest.mark.parametrize("names", [
+    ["layers.1.weight"],  # the hidden-to-hidden matrix
+    ["layers.2.weight", "layers.2.bias"],  # the output layer
+    ["layers.0.bias", "layers.0.weight"],  # the input layer, bias first
+])
+def test_fast_mlp_line_loss_equals_full_forward_passes(names):
+    net, X, y = _tiny_problem(3)
+    w0 = flatten_params(dict(net.named_parameters()), names)
+    P = _orthonormal(5, w0.numel(), 7).float()
+    idx = torch.tensor([0, 4, 2, 2, 1, 3, 0])
+    theta = torch.tensor([0.0, 0.5, -1.5, 3.0, -0.2, 1.0, -2.5])
+    fast = mlp_line_loss(net, X, y, names, P, chunk_size=3)(idx, theta)
+    naive = naive_param_loss(net, X, y, names)(w0 + theta[:, None] * P[idx])
+    torch.testing.assert_close(fast, naive, rtol=1e-5, atol=1e-6)
+    assert make_line_loss(net, X, y, names, P).__qualname__.startswith("mlp_line_loss")
+
+
+def test_line_loss_falls_back_to_vmap_for_parameters_of_several_layers():
+    net, X, y = _tiny_problem()
+    names = ["layers.0.weight", "layers.1.weight"]
+    with pytest.raises(ValueError, match="one layer"):
+        mlp_line_loss(net, X, y, names, torch.zeros(1, 65))
+    w0 = flatten_params(dict(net.named_parameters()), names)
+    P = _orthonormal(2, w0.numel(), 8).float()
+    along = make_line_loss(net, X, y, names, P)
+    torch.testing.assert_close(along(torch.tensor([1]), torch.tensor([0.7])),
+                               naive_param_loss(net, X, y, names)((w0 + 0.7 * P[1])[None]), rtol=1e-5, atol=1e-6)
+
+
 def test_loss_profiles_evaluate_every_direction_and_step():
     net, X, y = _tiny_problem(1)
     names = select_parameters(net, "hidden")
-    loss_of = batched_param_loss(net, X, y, names)
     w0 = flatten_params(dict(net.named_parameters()), names)
     P = _orthonormal(3, w0.numel(), 4).float()
-    thetas = torch.tensor([-0.5, 0.0, 1.0])
-    prof = loss_profiles(loss_of, w0, P, thetas)
-    assert prof.shape == (3, 3)
-    assert float(prof[1, 2]) == pytest.approx(float(naive_param_loss(net, X, y, names)((w0 + P[1])[None])[0]),
+    along = make_line_loss(net, X, y, names, P)
+    prof = loss_profiles(along, [0, 2], torch.tensor([-0.5, 0.0, 1.0]))
+    assert prof.shape == (2, 3)
+    assert float(prof[1, 2]) == pytest.approx(float(naive_param_loss(net, X, y, names)((w0 + P[2])[None])[0]),
                                               rel=1e-5)
-    torch.testing.assert_close(prof[:, 1], loss_of(w0[None]).expand(3))
+    assert float(prof[0, 1]) == pytest.approx(float(prof[1, 1]))
 
 
 def test_pca_recovers_the_variances_and_axes_of_a_gaussian_cloud():

@@ -92,6 +92,10 @@ def test_a_tiny_run_produces_finite_spectra_fits_and_a_valid_record():
         assert r.temperature > 0 and r.L0 > 0
     assert study.control[0].temperature == study.sgd[0].temperature  # matched (scale 1)
     assert set(study.sgd[0].profiles["component"]) == {2, 5}
+    temps = vf.temperature_frame(study).set_index("lr")
+    assert len(temps) == 2  # baseline and the sweep point, both measured at seed 0's weights
+    assert temps.loc[0.2, "temperature_fixed"] == pytest.approx(2 * temps.loc[0.1, "temperature_fixed"], rel=1e-6)
+    assert temps.loc[0.1, "temperature_own"] == study.sgd[0].temperature
     frame = vf.spectrum_frame(study)
     assert len(frame) == 3 * 12 and frame["fitted"].sum() == 3 * 11
     validate_results(vf.make_results(study, params, "cpu"))

@@ -61,7 +61,8 @@ def minibatch_gradient_variance(net: nn.Module, X: torch.Tensor, y: torch.Tensor
 def sgd_temperature(net: nn.Module, X: torch.Tensor, y: torch.Tensor, names: Sequence[str], *, lr: float,
                     batch_size: int, num_epochs: int = 1, seed: int = 0,
                     loss_fn: Callable = F.cross_entropy) -> float:
-    r"""The mean SGD temperature of the coordinates ``names``, :math:`T = \frac{\alpha}{2}\,\frac1d\operatorname{tr}\Sigma_B`.
+    r"""The mean SGD temperature of the coordinates ``names``,
+    :math:`T = \frac{\alpha}{2}\,\frac1d\operatorname{tr}\Sigma_B`.
 
     :math:`\Sigma_B` is the minibatch-gradient covariance (:func:`minibatch_gradient_variance`);
     this is Feng & Tu's :math:`T_i = (\alpha/2)\langle(\partial_i\delta L^\mu)^2\rangle_\mu`
@@ -102,7 +103,8 @@ def langevin_trajectory(loss_fn: Callable[[ParamDict], torch.Tensor], params: Pa
     out = torch.empty(num_steps // record_every, first.numel(), dtype=first.dtype, device=first.device)
     r = 0
     for step in range(1, num_steps + 1):
-        # reverse-mode autograd on leaf tensors: ~5x faster per step than torch.func.grad here
+        # reverse-mode autograd on leaf tensors: faster per step than torch.func.grad here (see
+        # benchmarks/bench_profiles.py)
         loss = loss_fn(p)
         grads = torch.autograd.grad(loss, leaves)
         with torch.no_grad():

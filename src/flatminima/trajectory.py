@@ -170,7 +170,7 @@ def batched_param_loss(net: nn.Module, X: torch.Tensor, y: torch.Tensor, names: 
     at their current values. :math:`L` is the mean of ``loss_fn`` over ``(X, y)``. The ``K``
     networks run as one vectorised forward pass (``torch.func.vmap`` over
     ``functional_call``), ``chunk_size`` weight vectors and ``data_chunk`` samples at a time.
-    ``net`` is not modified.
+    Works for any network; ``net`` is not modified.
     """
     base = {k: v.detach() for k, v in net.named_parameters()}
     buffers = {k: v.detach() for k, v in net.named_buffers()}
@@ -201,6 +201,116 @@ def batched_param_loss(net: nn.Module, X: torch.Tensor, y: torch.Tensor, names: 
     return loss_of
 
 
+def single_mlp_layer(net: nn.Module, names: Sequence[str]) -> int | None:
+    """``k`` if ``net`` is an :class:`~flatminima.models.MLP` and every name is ``layers.k.weight``
+    or ``layers.k.bias`` of one layer ``k``; else ``None``."""
+    from .models import MLP
+
+    if not isinstance(net, MLP) or not names:
+        return None
+    parts = [n.split(".") for n in names]
+    if any(len(q) != 3 or q[0] != "layers" or q[2] not in ("weight", "bias") for q in parts):
+        return None
+    layers = {q[1] for q in parts}
+    return int(layers.pop()) if len(layers) == 1 else None
+
+
+# ----------------------------------------------------------------------------- losses along lines
+LineLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+r"""Maps ``(idx, theta)``, both of shape ``(K,)``, to :math:`L(w_0 + \theta_k p_{\mathrm{idx}_k})`."""
+
+
+def line_loss(loss_of: BatchedLoss, w0: torch.Tensor, directions: torch.Tensor) -> LineLoss:
+    r"""The loss along the lines :math:`w_0 + \theta p_i` through any :data:`BatchedLoss`."""
+    dirs = directions.to(w0)
+
+    def along(idx: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        return loss_of(w0 + theta.to(w0)[:, None] * dirs[idx.to(w0.device)])
+
+    return along
+
+
+def mlp_line_loss(net: nn.Module, X: torch.Tensor, y: torch.Tensor, names: Sequence[str], directions: torch.Tensor,
+                  *, loss_fn: Callable = F.cross_entropy, chunk_size: int = 64) -> LineLoss:
+    r"""The loss along :math:`w_0 + \theta p_i` for directions in one layer :math:`k` of an MLP, fast.
+
+    The pre-activation of layer :math:`k` is affine in that layer's parameters, so along a line
+
+    .. math:: z(w_0 + \theta p) = z_0 + \theta A_p, \qquad z_0 = h W_0^\top + b_0,\quad
+              A_p = h P_W^\top + p_b ,
+
+    with :math:`h` the (unperturbed) input of layer :math:`k`. :math:`z_0` and every :math:`A_{p_i}`
+    (``len(directions) * len(X) * out_features`` numbers) are computed once; each point then costs
+    one addition plus the layers after :math:`k`, instead of a full forward pass.
+    ``w_0`` is the current value of ``names`` in ``net``, which is not modified. ``loss_fn`` must
+    accept logits of shape ``(K, C, n)`` with targets ``(K, n)`` (as ``F.cross_entropy`` does).
+    """
+    k = single_mlp_layer(net, names)
+    if k is None:
+        raise ValueError(f"mlp_line_loss needs an MLP and parameters of one layer, got {list(names)}; "
+                         "use line_loss(batched_param_loss(...), w0, directions)")
+    layers = list(net.layers)
+    lin = layers[k]
+    o, i_dim = lin.weight.shape
+    n = len(X)
+    with torch.no_grad():
+        h = X.reshape(n, -1)
+        for j in range(k):
+            h = net.act(layers[j](h))
+        z0 = lin(h)  # (n, o)
+        dirs = directions.to(device=h.device, dtype=h.dtype)
+        A = torch.zeros(len(dirs), n, o, dtype=h.dtype, device=h.device)
+        i0 = 0
+        for name in names:
+            if name.endswith("weight"):
+                Pw = dirs[:, i0:i0 + o * i_dim].reshape(len(dirs), o, i_dim)
+                A += torch.einsum("ni,koi->kno", h, Pw)
+                i0 += o * i_dim
+            else:
+                A += dirs[:, None, i0:i0 + o]
+                i0 += o
+        if i0 != dirs.shape[1]:
+            raise ValueError(f"directions have {dirs.shape[1]} entries, parameters {list(names)} need {i0}")
+    last = len(layers) - 1
+
+    @torch.no_grad()
+    def along(idx: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        idx = idx.to(h.device)
+        theta = theta.to(device=h.device, dtype=h.dtype)
+        out = []
+        for c in range(0, len(idx), chunk_size):
+            ic, tc = idx[c:c + chunk_size], theta[c:c + chunk_size]
+            z = torch.addcmul(z0, tc[:, None, None], A[ic])  # (K, n, o)
+            for j in range(k + 1, last):
+                z = layers[j](net.act(z))
+            if k < last:  # the output layer writes logits as (K, C, n): a much faster cross-entropy layout
+                z = torch.matmul(layers[last].weight, net.act(z).transpose(1, 2))
+                if layers[last].bias is not None:
+                    z = z + layers[last].bias[:, None]
+            else:
+                z = z.transpose(1, 2)
+            losses = loss_fn(z, y.expand(len(ic), n), reduction="none")  # (K, n)
+            out.append(losses.mean(1))
+        return torch.cat(out) if out else torch.zeros(0, device=h.device)
+
+    return along
+
+
+def make_line_loss(net: nn.Module, X: torch.Tensor, y: torch.Tensor, names: Sequence[str], directions: torch.Tensor,
+                   *, loss_fn: Callable = F.cross_entropy, chunk_size: int = 64, method: str = "auto") -> LineLoss:
+    """:func:`mlp_line_loss` when it applies (``method="auto"`` or ``"mlp"``), else (``"vmap"``)
+    :func:`line_loss` over :func:`batched_param_loss`, both around the current weights of ``net``."""
+    if method == "auto":
+        method = "mlp" if single_mlp_layer(net, names) is not None else "vmap"
+    if method == "mlp":
+        return mlp_line_loss(net, X, y, names, directions, loss_fn=loss_fn, chunk_size=chunk_size)
+    if method == "vmap":
+        w0 = flatten_params(dict(net.named_parameters()), names)
+        return line_loss(batched_param_loss(net, X, y, names, loss_fn=loss_fn, chunk_size=chunk_size), w0,
+                         directions)
+    raise ValueError(f"method must be 'auto', 'mlp' or 'vmap', got {method!r}")
+
+
 def naive_param_loss(net: nn.Module, X: torch.Tensor, y: torch.Tensor, names: Sequence[str], *,
                      loss_fn: Callable = F.cross_entropy) -> BatchedLoss:
     """The reference for :func:`batched_param_loss`: one model copy and forward per weight vector."""
@@ -221,17 +331,15 @@ def naive_param_loss(net: nn.Module, X: torch.Tensor, y: torch.Tensor, names: Se
 
 
 # ----------------------------------------------------------------------------- profiles
-def loss_profiles(loss_of: BatchedLoss, w0: torch.Tensor, directions: torch.Tensor,
-                  thetas: torch.Tensor) -> torch.Tensor:
-    r"""The profiles :math:`L_i(\theta_j) = L(w_0 + \theta_j p_i)`, shape ``(k, m)``.
+def loss_profiles(along: LineLoss, idx: Sequence[int] | torch.Tensor, thetas: torch.Tensor) -> torch.Tensor:
+    r"""The profiles :math:`L_i(\theta_j) = L(w_0 + \theta_j p_i)` for directions ``idx``, shape ``(k, m)``.
 
-    ``directions`` has shape ``(k, d)``, ``thetas`` shape ``(m,)``; all ``k*m`` points are
-    evaluated in one batched call.
+    All ``k*m`` points are evaluated in one batched call of the :data:`LineLoss` ``along``.
     """
-    dirs = directions.to(w0.dtype)
-    thetas = thetas.to(device=w0.device, dtype=w0.dtype)
-    W = w0 + thetas[None, :, None] * dirs[:, None, :]
-    return loss_of(W.reshape(-1, w0.numel())).reshape(len(dirs), len(thetas))
+    idx = torch.as_tensor(idx, dtype=torch.long)
+    m = len(thetas)
+    L = along(idx.repeat_interleave(m), thetas.repeat(len(idx)))
+    return L.reshape(len(idx), m)
 
 
 @dataclass(frozen=True)
@@ -248,45 +356,45 @@ class ProfileWidths:
     evaluations: int
 
 
-def profile_widths(loss_of: BatchedLoss, w0: torch.Tensor, directions: torch.Tensor, level: float, *,
-                   theta_init: float = 1e-2, max_doublings: int = 40, num_bisect: int = 14) -> ProfileWidths:
+def profile_widths(along: LineLoss, num_directions: int, level: float, *, theta_init: float = 1e-2,
+                   max_doublings: int = 40, num_bisect: int = 14) -> ProfileWidths:
     r"""Width :math:`F_i = \theta_i^r - \theta_i^l` of each profile at ``level`` (Feng & Tu 2021).
 
-    For each direction :math:`p_i` and each side :math:`s = \pm 1`, :math:`t` doubles from
-    ``theta_init`` until :math:`L(w_0 + s\,t\,p_i) \ge` ``level`` (the first doubling crossing),
-    then ``num_bisect`` bisection steps on :math:`[t/2, t]` locate the crossing to a relative
-    precision :math:`2^{-\text{num\_bisect}}`. All unresolved directions and sides are evaluated
-    together in one batched call per step. Requires :math:`L(w_0) <` ``level``.
+    For each direction :math:`p_i` (``i < num_directions``) and each side :math:`s = \pm 1`,
+    :math:`t` doubles from ``theta_init`` until :math:`L(w_0 + s\,t\,p_i) \ge` ``level`` (the first
+    doubling crossing), then ``num_bisect`` bisection steps on :math:`[t/2, t]` locate the crossing
+    to a relative precision :math:`2^{-\text{num\_bisect}}`. All unresolved directions and sides are
+    evaluated together in one batched call of ``along`` per step. Requires :math:`L(w_0) <` ``level``.
     """
-    k = len(directions)
-    dirs = directions.to(w0.dtype)
-    sides = torch.cat([dirs, -dirs])  # (2k, d): right then left
-    lo = torch.zeros(2 * k, dtype=w0.dtype, device=w0.device)
+    k = int(num_directions)
+    probe = along(torch.zeros(1, dtype=torch.long), torch.zeros(1))
+    device, dtype = probe.device, torch.float64
+    which = torch.arange(k, device=device).repeat(2)  # right sides, then left sides
+    sign = torch.cat([torch.ones(k, dtype=dtype, device=device), -torch.ones(k, dtype=dtype, device=device)])
+    lo = torch.zeros(2 * k, dtype=dtype, device=device)
     hi = torch.full_like(lo, float("nan"))
     t = torch.full_like(lo, theta_init)
     evaluations = 0
-    todo = torch.ones(2 * k, dtype=torch.bool, device=w0.device)
+    todo = torch.ones(2 * k, dtype=torch.bool, device=device)
     for _ in range(max_doublings + 1):
         idx = todo.nonzero().squeeze(1)
         if len(idx) == 0:
             break
-        L = loss_of(w0 + t[idx, None] * sides[idx])
+        L = along(which[idx], sign[idx] * t[idx]).to(device)
         evaluations += len(idx)
         above = L >= level
         hi[idx[above]] = t[idx[above]]
         lo[idx[~above]] = t[idx[~above]]
         todo[idx[above]] = False
         t[idx[~above]] *= 2
-    ok = ~torch.isnan(hi)
-    idx = ok.nonzero().squeeze(1)
+    idx = (~torch.isnan(hi)).nonzero().squeeze(1)
     a, b = lo[idx].clone(), hi[idx].clone()
     for _ in range(num_bisect):
         if len(idx) == 0:
             break
         mid = (a + b) / 2
-        L = loss_of(w0 + mid[:, None] * sides[idx])
+        above = along(which[idx], sign[idx] * mid).to(device) >= level
         evaluations += len(idx)
-        above = L >= level
         b = torch.where(above, mid, b)
         a = torch.where(above, a, mid)
     cross = torch.full_like(lo, float("nan"))

@@ -28,8 +28,8 @@ from ..params import ClaimParams, ParameterError, param
 from ..progress import progress
 from ..results import make_record
 from ..stats import mean_ci, sign_test_greater
-from ..trajectory import (PowerLawFit, WeightRecorder, batched_param_loss, fit_power_law, flatten_params,
-                          loss_profiles, profile_widths, select_parameters, trajectory_pca)
+from ..trajectory import (PowerLawFit, WeightRecorder, fit_power_law, flatten_params, loss_profiles,
+                          make_line_loss, profile_widths, select_parameters, trajectory_pca)
 from ..train import check_finite, evaluate, train
 
 
@@ -39,9 +39,9 @@ class Params(ClaimParams):
 
     CLAIM: ClassVar[str] = "variance-flatness"
     PRESETS: ClassVar[dict] = {
-        "smoke": {"num_seeds": 2, "pretrain_epochs": 25, "window_epochs": 3, "num_components": 40,
-                  "fit_components": (2, 40), "profile_components": (2, 10, 30), "num_bisect": 10,
-                  "control_steps": 600, "control_record_every": 5, "sweep_lrs": (),
+        "smoke": {"num_seeds": 2, "pretrain_epochs": 20, "window_epochs": 3, "num_components": 30,
+                  "fit_components": (2, 30), "profile_components": (2, 10, 25), "num_bisect": 10,
+                  "control_steps": 400, "control_record_every": 4, "sweep_lrs": (),
                   "sweep_batch_sizes": (100,)},
         "cpu": {},
         "paper": {"dataset": "mnist", "standardize": False, "pretrain_epochs": 50, "window_epochs": 10,
@@ -52,7 +52,8 @@ class Params(ClaimParams):
 
     dataset: str = param("digits", "dataset to train on (flattened for the MLP)", choices=DATASETS)
     standardize: bool = param(True, "standardize input features with training statistics")
-    widths: tuple[int, ...] = param((50, 50), "hidden layer widths of the MLP (>= 2 for weights='hidden')", low=1)
+    widths: tuple[int, ...] = param((50, 50), "hidden layer widths of the MLP (at least 2 to analyse the hidden weights)",
+                                    low=1)
     activation: str = param("relu", "activation of the MLP", choices=tuple(ACTIVATIONS))
     weights: str = param("hidden", "weights analysed: hidden (the hidden-to-hidden matrix) or all",
                          choices=("hidden", "all"))
@@ -82,7 +83,7 @@ class Params(ClaimParams):
     rho_max: float = param(-0.8, "Spearman rho(F, sigma^2) must be below this in every seed (criterion)",
                            low=-1.0, high=1.0)
     sweep_tolerance: float = param(1.5, "max |psi(sweep) - median psi(baseline)| (criterion)", low=0.0)
-    chunk_size: int = param(64, "weight vectors per batched loss evaluation", low=1)
+    chunk_size: int = param(64, "points (networks) per batched loss evaluation", low=1)
 
     def validate(self) -> None:
         if len(self.fit_components) != 2 or not self.fit_components[0] < self.fit_components[1]:
@@ -160,11 +161,10 @@ def analyze_trajectory(mode: str, net: torch.nn.Module, traj: torch.Tensor, name
     t0 = time.perf_counter()
     X, y = (data.X_train, data.y_train) if params.loss_set == "train" else (data.X_test, data.y_test)
     pca = trajectory_pca(traj, params.num_components, seed=seed)
-    w0 = flatten_params(dict(net.named_parameters()), names)
-    loss_of = batched_param_loss(net, X, y, names, chunk_size=params.chunk_size)
-    L0 = float(loss_of(w0[None])[0])
+    along = make_line_loss(net, X, y, names, pca.components, chunk_size=params.chunk_size)
+    L0 = float(along(torch.zeros(1, dtype=torch.long), torch.zeros(1))[0])
     check_finite(L0, step=0, lr=lr)
-    pw = profile_widths(loss_of, w0, pca.components.to(w0), params.loss_level * L0, num_bisect=params.num_bisect)
+    pw = profile_widths(along, len(pca.components), params.loss_level * L0, num_bisect=params.num_bisect)
     sigma2 = pca.variances.cpu().numpy()
     fit = fit_power_law(pw.widths, sigma2, components=params.fit_components, seed=seed)
     _, train_acc = evaluate(net, data.X_train, data.y_train)
@@ -172,11 +172,12 @@ def analyze_trajectory(mode: str, net: torch.nn.Module, traj: torch.Tensor, name
     profiles = None
     if with_profiles and params.profile_components:
         comps = [c for c in params.profile_components if c <= len(sigma2)]
-        idx = torch.tensor([c - 1 for c in comps], device=w0.device)
-        reach = torch.nan_to_num(torch.maximum(-pw.theta_left[idx], pw.theta_right[idx]), nan=1.0)
+        idx = torch.tensor([c - 1 for c in comps])
+        dev_idx = idx.to(pw.widths.device)
+        reach = torch.nan_to_num(torch.maximum(-pw.theta_left[dev_idx], pw.theta_right[dev_idx]), nan=1.0)
         tmax = 1.5 * float(reach.max())
-        thetas = torch.linspace(-tmax, tmax, 121, device=w0.device, dtype=w0.dtype)
-        L = loss_profiles(loss_of, w0, pca.components[idx].to(w0), thetas).cpu().numpy()
+        thetas = torch.linspace(-tmax, tmax, 121, dtype=torch.float64)
+        L = loss_profiles(along, idx, thetas).cpu().numpy()
         profiles = pd.DataFrame([{"component": c, "theta": float(t), "loss": float(L[j, m]),
                                   "F": float(pw.widths[c - 1])}
                                  for j, c in enumerate(comps) for m, t in enumerate(thetas.cpu())])
@@ -202,12 +203,14 @@ def pretrain(params: Params, seed: int, device: torch.device, *, lr: float, batc
 
 
 def run_sgd(params: Params, seed: int, device: torch.device, *, lr: float | None = None,
-            batch_size: int | None = None, with_control: bool = True, show_progress: bool = False
-            ) -> tuple[SpectrumRun, SpectrumRun | None]:
+            batch_size: int | None = None, with_control: bool = True, show_progress: bool = False,
+            probe: list[tuple[float, int]] = ()) -> tuple[SpectrumRun, SpectrumRun | None]:
     """One seed: pre-train, SGD window + analysis, and (``with_control``) the Langevin control.
 
     The control starts from the same pre-trained weights, at temperature
     ``control_temperature_scale`` times the measured SGD temperature of the analysed weights.
+    For each ``(lr, batch_size)`` in ``probe`` the SGD temperature is also measured at these same
+    pre-trained weights (``extra["probe"]``), which isolates its dependence on ``lr / batch_size``.
     """
     lr = params.lr if lr is None else lr
     batch_size = params.batch_size if batch_size is None else batch_size
@@ -231,6 +234,9 @@ def run_sgd(params: Params, seed: int, device: torch.device, *, lr: float | None
     sgd = analyze_trajectory("sgd", net, rec.trajectory, names, data, params, seed=seed, lr=lr,
                              batch_size=batch_size, temperature=T, train_acc_start=acc_start,
                              with_profiles=True)
+    sgd.extra["probe"] = [{"lr": a, "batch_size": b, "lr_over_B": a / b,
+                           "temperature": sgd_temperature(start, data.X_train, data.y_train, names, lr=a,
+                                                          batch_size=b, seed=seed)} for a, b in probe]
     sgd.seconds = time.perf_counter() - t0
     control = None
     if with_control:
@@ -269,12 +275,13 @@ def run_study(params: Params, *, device: torch.device, show_progress: bool = Fal
     """Baseline seeds ``0..num_seeds-1`` with controls, then the sweep at seed 0 (no control)."""
     t0 = time.perf_counter()
     sgd, control, sweep = [], [], []
-    for seed in progress(range(params.num_seeds), enabled=show_progress, desc="seeds"):
-        s, c = run_sgd(params, seed, device)
-        sgd.append(s)
-        control.append(c)
     points = [(lr, params.batch_size) for lr in params.sweep_lrs] + \
              [(params.lr, b) for b in params.sweep_batch_sizes]
+    probe = [(params.lr, params.batch_size), *points] if points else []
+    for seed in progress(range(params.num_seeds), enabled=show_progress, desc="seeds"):
+        s, c = run_sgd(params, seed, device, probe=probe if seed == 0 else [])
+        sgd.append(s)
+        control.append(c)
     for lr, b in progress(points, enabled=show_progress, desc="sweep"):
         s, _ = run_sgd(params, 0, device, lr=lr, batch_size=b, with_control=False)
         s.mode = "sgd-sweep"
@@ -286,6 +293,23 @@ def run_study(params: Params, *, device: torch.device, show_progress: bool = Fal
 def summary_frame(study: Study) -> pd.DataFrame:
     """One row per run: mode, seed, lr, batch_size, T, L0, accuracies, psi with CI, rho, gap."""
     return pd.DataFrame([r.row() for r in study.runs])
+
+
+def styled(frame: pd.DataFrame):
+    """``frame`` as a pandas Styler: floats to 3 significant digits (scientific when small), no index."""
+    floats = [c for c in frame.columns if frame[c].dtype.kind == "f"]
+    return frame.style.format("{:.3g}", subset=floats, na_rep="-").hide(axis="index")
+
+
+def temperature_frame(study: Study) -> pd.DataFrame:
+    """SGD temperature per sweep point: at seed 0's baseline pre-trained weights (``fixed``) and at
+    the start of the point's own window (``own``, with that run's final ``L0``)."""
+    fixed = pd.DataFrame(study.sgd[0].extra.get("probe", []) if study.sgd else [])
+    if fixed.empty:
+        return fixed
+    own = pd.DataFrame([{"lr": r.lr, "batch_size": r.batch_size, "temperature_own": r.temperature, "L0_own": r.L0}
+                        for r in [study.sgd[0], *study.sweep]])
+    return fixed.rename(columns={"temperature": "temperature_fixed"}).merge(own, on=["lr", "batch_size"])
 
 
 def spectrum_frame(study: Study) -> pd.DataFrame:
@@ -359,8 +383,14 @@ def criterion_text(params: Params) -> str:
 def make_results(study: Study, params: Params, device: torch.device | str) -> dict[str, Any]:
     """The results record of the chapter (statistics per seed and overall, verdict, headline)."""
     v = verdict(study, params)
+    tf = temperature_frame(study)
+    t_slope = None
+    if not tf.empty and tf["lr_over_B"].nunique() > 1:
+        t_slope = float(np.polyfit(np.log(tf["lr_over_B"]), np.log(tf["temperature_fixed"]), 1)[0])
     statistics = {
         **{k: val for k, val in v.items() if k != "verdict"},
+        "temperature": tf.to_dict(orient="records"),
+        "temperature_fixed_loglog_slope": t_slope,
         "per_seed": {"sgd": [r.summary() for r in study.sgd], "control": [r.summary() for r in study.control]},
         "sweep": [r.row() for r in study.sweep],
     }
@@ -389,14 +419,14 @@ def interpretation(study: Study, params: Params, record: dict[str, Any]) -> list
                    f"{L0.min():.2g} and {L0.max():.2g}. The runs are in the exploration phase that the claim is about.")
     else:
         out.append(f"In {int((start < 1).sum())} of {n} seeds the training accuracy at the start of the window was "
-                   f"below 100% (lowest {start.min():.3f}). Those windows are still in the learning phase, where the "
-                   f"research notes saw drift-like leading components and no clean power law; more "
-                   f"`pretrain_epochs` would be needed.")
+                   f"below 100% (lowest {start.min():.3f}). Those windows may not have reached the exploration phase. "
+                   f"Before that phase the research notes saw drift-like leading components and no clean power law, "
+                   f"so more `pretrain_epochs` may be needed.")
     psi = np.array([r.fit.psi for r in study.sgd])
     rho = np.array([r.fit.spearman_rho for r in study.sgd])
     lo, hi = params.psi_band
     out.append(f"Under SGD, $\\psi$ ranges from {psi.min():.2f} to {psi.max():.2f} across seeds, and Spearman's "
-               f"$\\rho$ from {rho.min():.2f} to {rho.max():.2f}. {st['n_seeds_pass']} of {n} seeds meet the per-seed "
+               f"$\\rho$ from {rho.min():.3f} to {rho.max():.3f}. {st['n_seeds_pass']} of {n} seeds meet the per-seed "
                f"criterion ($\\psi$ in [{lo}, {hi}] and $\\rho < {params.rho_max}$).")
     m = st["psi"]["estimate"]
     near = "close to" if abs(m - 4.0) <= 1.0 else "not close to"
@@ -413,6 +443,16 @@ def interpretation(study: Study, params: Params, record: dict[str, Any]) -> list
         verdict_c = ("so the control's sign is not settled by this many seeds")
     out.append(f"The isotropic-noise control has a positive slope in {int((slopes > 0).sum())} of {len(slopes)} "
                f"seeds, with mean {s['estimate']:.2f} and 95% CI [{s['low']:.2f}, {s['high']:.2f}], {verdict_c}.")
+    crho = np.array([r.fit.spearman_rho for r in study.control])
+    weak = bool(np.all(np.abs(crho) < 0.3))
+    out.append(f"The control's rank correlation between $F_i$ and $\\sigma_i^2$ ranges from {crho.min():.2f} to "
+               f"{crho.max():.2f} (SGD: {rho.min():.3f} to {rho.max():.3f}). "
+               + ("Every control seed has $|\\rho| < 0.3$: under isotropic noise the variance hardly tracks the "
+                  "flatness"
+                  + (", while under SGD it is close to a monotone function of it" if np.all(rho < params.rho_max)
+                     else "")
+                  + ". The control's slope is therefore a weak trend, not a tight law."
+                  if weak else "At least one control seed has $|\\rho| \\ge 0.3$."))
     g_sgd = np.median([r.gap for r in study.sgd])
     g_c = np.median([r.gap for r in study.control])
     out.append(f"The drift ratio $\\sigma_1^2/\\sigma_2^2$ has a median of {g_sgd:.0f} under SGD and {g_c:.0f} under "
@@ -424,6 +464,18 @@ def interpretation(study: Study, params: Params, record: dict[str, Any]) -> list
                    f"(tolerance {params.sweep_tolerance}), "
                    + ("so the exponent does not follow the noise level $\\alpha/B$."
                       if st["sweep_pass"] else "so the exponent changes with the noise level in this run."))
+        k = st.get("temperature_fixed_loglog_slope")
+        tf = temperature_frame(study)
+        if k is not None:
+            rises = bool(np.all(np.diff(tf.sort_values("lr_over_B")["temperature_own"]) > 0))
+            out.append(f"At fixed weights the measured SGD temperature scales like $(\\alpha/B)^{{{k:.2f}}}$ "
+                       f"(log-log slope over the sweep points; 1 means $T\\propto\\alpha/B$). The temperature each "
+                       f"run had at the start of its own window "
+                       + ("also rises with $\\alpha/B$." if rises else
+                          "does not rise monotonically with $\\alpha/B$: after the same number of epochs the runs sit "
+                          f"at different training losses ($L_0$ from {tf['L0_own'].min():.2g} to "
+                          f"{tf['L0_own'].max():.2g}), and the gradient noise depends on where a run is, not only "
+                          f"on $\\alpha/B$."))
     else:
         out.append("This preset runs no learning-rate or batch-size sweep, so the independence of $\\psi$ from "
                    "$\\alpha/B$ is not tested here.")
