@@ -1,4 +1,4 @@
-"""High-dimensional two-cluster Gaussian mixtures.
+r"""High-dimensional two-cluster Gaussian mixtures.
 
 Generative model of Mignacco et al. (ICML 2020) used by Baldassi, Malatesta, Negri &
 Zecchina (J. Stat. Mech. 2020, arXiv 2010.14761), section II:
@@ -185,7 +185,7 @@ def logistic_classifier(X: torch.Tensor, y: torch.Tensor, lam: float = 1e-4) -> 
     r"""L2-regularised logistic regression (scikit-learn, ``C = 1/\lambda``); tiny :math:`\lambda` approaches max-margin on separable data."""
     from sklearn.linear_model import LogisticRegression
 
-    return _sklearn_linear(LogisticRegression(C=1.0 / lam, max_iter=1000, tol=1e-6), X, y)
+    return _sklearn_linear(LogisticRegression(C=1.0 / lam, solver="newton-cg", max_iter=1000, tol=1e-4), X, y)
 
 
 def max_margin_classifier(X: torch.Tensor, y: torch.Tensor, C: float = 1e4) -> LinearClassifier:

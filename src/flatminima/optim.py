@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from torch import nn
-from torch.func import functional_call, grad, grad_and_value, stack_module_state, vmap
+from torch.func import functional_call, stack_module_state, vmap
 from torch.nn import functional as F
 
 from .train import check_finite
@@ -69,7 +69,7 @@ def _grad_and_value(f):
     """``(params, X, y) -> (grads, loss)`` by reverse-mode autograd on leaf copies.
 
     Same result as :func:`torch.func.grad_and_value` but several times faster per call for the
-    small unbatched steps of :func:`sgd` and :func:`entropy_sgd` (measured on CPU).
+    small unbatched steps of :func:`sgd` and :func:`entropy_sgd` (about 5x, measured on CPU).
     """
     def gv(params: Params, X: torch.Tensor, y: torch.Tensor) -> tuple[Params, torch.Tensor]:
         leaves = {k: p.detach().requires_grad_(True) for k, p in params.items()}
@@ -156,6 +156,26 @@ def _stack(net: nn.Module, num_replicas: int) -> Params:
     return {k: p.detach() for k, p in params.items()}
 
 
+def _replica_grads(net: nn.Module):
+    """``(stacked params, X (y, B, ...), y (y, B)) -> (per-replica grads, per-replica losses)``.
+
+    The forward pass of all replicas is one :func:`torch.func.vmap` of ``functional_call`` over the
+    stacked parameters; one reverse-mode pass on the sum of the replica losses then gives every
+    replica's own gradient (the replicas do not interact inside the loss). This was about twice
+    as fast on CPU as ``vmap(grad(...))`` (``benchmarks/bench_flatness.py``).
+    """
+    forward = vmap(lambda p, x: functional_call(net, p, (x,)))
+
+    def gv(reps: Params, Xb: torch.Tensor, yb: torch.Tensor) -> tuple[Params, torch.Tensor]:
+        leaves = {k: p.detach().requires_grad_(True) for k, p in reps.items()}
+        logits = forward(leaves, Xb)
+        R, B = yb.shape
+        losses = F.cross_entropy(logits.reshape(R * B, -1), yb.reshape(-1), reduction="none").view(R, B).mean(1)
+        grads = torch.autograd.grad(losses.sum(), list(leaves.values()))
+        return dict(zip(leaves, grads)), losses.detach()
+    return gv
+
+
 def replicated_sgd(net: nn.Module, X: torch.Tensor, y: torch.Tensor, *, lr: float, num_replicas: int = 3,
                    gamma0: float = 0.03, gamma_max: float = 3.0, batch_size: int, num_steps: int,
                    seed: int = 0) -> OptimResult:
@@ -175,7 +195,7 @@ def replicated_sgd(net: nn.Module, X: torch.Tensor, y: torch.Tensor, *, lr: floa
     _validate(lr=lr, batch_size=batch_size, num_steps=num_steps)
     if num_replicas < 1:
         raise ValueError(f"num_replicas must be >= 1, got {num_replicas}")
-    f = vmap(grad_and_value(_loss(net)))
+    f = _replica_grads(net)
     reps = _stack(net, num_replicas)
     g = torch.Generator().manual_seed(seed)
     gammas = coupling_schedule(gamma0, gamma_max, num_steps)
@@ -237,14 +257,11 @@ def smoothed_error_descent(X: torch.Tensor, y: torch.Tensor, w0: torch.Tensor, *
         raise ValueError(f"sigma must be > 0, got {sigma}")
     Xn = X / X.norm(dim=1, keepdim=True)
     w = (w0 / w0.norm()).detach().clone()
-
-    def loss(w: torch.Tensor) -> torch.Tensor:
-        t = y * (Xn @ (w / w.norm())) / sigma
-        return (0.5 * torch.special.erfc(t / math.sqrt(2.0))).mean()
-
-    dloss = grad(loss)
+    yX = y[:, None] * Xn
     for t in range(num_steps):
-        gw = dloss(w)
+        # dL/dw = -(1/P) sum_mu phi(t_mu) y^mu x^mu / (sigma |x^mu|), phi the standard normal density
+        stab = (yX @ w) / sigma
+        gw = -(torch.exp(-0.5 * stab ** 2) / math.sqrt(2 * math.pi)) @ yX / (sigma * len(X))
         gw = gw - (gw @ w) * w  # tangent to the sphere
         norm = gw.norm()
         if float(norm) < 1e-12:
@@ -252,6 +269,13 @@ def smoothed_error_descent(X: torch.Tensor, y: torch.Tensor, w0: torch.Tensor, *
         w = w - lr * (1 - t / num_steps) * gw / norm
         w = w / w.norm()
     return w
+
+
+def smoothed_error(X: torch.Tensor, y: torch.Tensor, w: torch.Tensor, sigma: float) -> torch.Tensor:
+    r"""The objective :math:`L_\sigma(\hat w)` of :func:`smoothed_error_descent` (for checks and plots)."""
+    Xn = X / X.norm(dim=1, keepdim=True)
+    t = y * (Xn @ (w / w.norm())) / sigma
+    return (0.5 * torch.special.erfc(t / math.sqrt(2.0))).mean()
 
 
 def _validate(*, lr: float, batch_size: int, num_steps: int) -> None:
