@@ -136,8 +136,9 @@ def coordinate_discrete_gradient(net: QuantNet, X: torch.Tensor, y: torch.Tensor
 
     ``L`` is the mean per-sample loss over ``(X, y)`` of the eval-mode net (true quantised forward).
     Perturbations are processed in chunks of at most ``max_rows`` (perturbation, sample) rows; only
-    samples whose quantised activation changes are propagated past the perturbed layer, so the
-    result equals the naive loop (:func:`coordinate_discrete_gradient_loop`) up to rounding.
+    samples whose quantised activation changes are propagated past the perturbed layer (full
+    precision, where nearly every sample moves, propagates densely), so the result equals the naive
+    loop (:func:`coordinate_discrete_gradient_loop`) up to rounding.
     Split halves: samples ``[0, B/2)`` and ``[B/2, B)``.
     """
     if eps <= 0:
@@ -152,6 +153,8 @@ def coordinate_discrete_gradient(net: QuantNet, X: torch.Tensor, y: torch.Tensor
     half = (torch.arange(B, device=X.device) >= B // 2).long()
     n_half = torch.tensor([B // 2, B - B // 2], dtype=torch.float64, device=X.device)
     base = per_sample_loss(zs[-1], y, loss)
+    hsT = [h.T.contiguous() for h in hs]  # unit-major copies: a unit's column is one contiguous row
+    ysT = [v.T.contiguous() for v in ys]
     affines = [_affine(n) for n in net.norms]
     L = len(layers)
 
@@ -168,12 +171,13 @@ def coordinate_discrete_gradient(net: QuantNet, X: torch.Tensor, y: torch.Tensor
         n_out = layer.weight.shape[0]
         rows, cols = idx // layer.weight.shape[1], idx % layer.weight.shape[1]
         sums = torch.zeros(len(idx), 2, 2, dtype=torch.float64, device=X.device)  # coord, sign, half
-        chunk = max(1, max_rows // (2 * B))
+        width = max(1, layers[k + 1].weight.shape[0]) if (net.levels is None and k < L - 1) else 1
+        chunk = max(1, max_rows // (2 * B * width))
         for c0 in range(0, len(idx), chunk):
             r, c = rows[c0:c0 + chunk], cols[c0:c0 + chunk]
             P = len(r)
             sign = torch.tensor([1.0, -1.0], device=X.device, dtype=X.dtype)
-            delta = (eps * sign)[None, :, None] * hs[k][:, c].T[:, None, :]  # (P, 2, B): change of z_k[:, r]
+            delta = (eps * sign)[None, :, None] * hsT[k][c][:, None, :]  # (P, 2, B): change of z_k[:, r]
             if k == L - 1:
                 out = zs[k].unsqueeze(0).unsqueeze(0).repeat(P, 2, 1, 1)  # (P, 2, B, O)
                 onehot = F.one_hot(r, n_out).to(X.dtype)  # (P, O)
@@ -182,12 +186,17 @@ def coordinate_discrete_gradient(net: QuantNet, X: torch.Tensor, y: torch.Tensor
                 sums[c0:c0 + P].index_add_(2, half, dl)
                 continue
             s, t = affines[k]
-            y_new = ys[k][:, r].T[:, None, :] + s[r][:, None, None] * delta  # (P, 2, B)
-            d = quantize(y_new, net.levels) - hs[k + 1][:, r].T[:, None, :]
+            y_new = ysT[k][r][:, None, :] + s[r][:, None, None] * delta  # (P, 2, B)
+            d = quantize(y_new, net.levels) - hsT[k + 1][r][:, None, :]
+            W_next = layers[k + 1].weight  # (O_next, n_out)
+            if net.levels is None:  # full precision: (almost) every sample moves, propagate densely
+                z_next = zs[k + 1] + d[..., None] * W_next[:, r].T[:, None, None, :]  # (P, 2, B, O_next)
+                dl = (per_sample_loss(propagate(k + 1, z_next), y, loss) - base).double()
+                sums[c0:c0 + P].index_add_(2, half, dl)
+                continue
             p_idx, sgn_idx, b_idx = d.nonzero(as_tuple=True)
             if len(b_idx) == 0:
                 continue
-            W_next = layers[k + 1].weight  # (O_next, n_out)
             z_next = zs[k + 1][b_idx] + d[p_idx, sgn_idx, b_idx, None] * W_next[:, r[p_idx]].T
             out = propagate(k + 1, z_next)
             dl = (per_sample_loss(out, y[b_idx], loss) - base[b_idx]).double()
@@ -253,7 +262,8 @@ def es_gradient(net: QuantNet, X: torch.Tensor, y: torch.Tensor, *, num_directio
     (the others fixed), so a layer's estimate is not swamped by the other layers' variance;
     :math:`\Delta_k = L(w + \sigma\delta_k) - L(w - \sigma\delta_k)`. A chunk of directions is one
     batched forward pass. Returns estimates over all coordinates (``coords[k]`` = all flat indices)
-    and split-half estimates (halves of the evaluation samples, same directions).
+    and split-half estimates from the first and the second half of the directions (the direction
+    sampling, not the data, dominates the noise of this estimator).
     """
     if sigma <= 0 or num_directions < 1:
         raise ValueError(f"need sigma > 0 and num_directions >= 1, got sigma={sigma}, num_directions={num_directions}")
@@ -261,10 +271,11 @@ def es_gradient(net: QuantNet, X: torch.Tensor, y: torch.Tensor, *, num_directio
     was_training = net.training
     net.eval()
     B = X.shape[0]
-    half = (torch.arange(B, device=X.device) >= B // 2)
     g = torch.Generator(device="cpu").manual_seed(seed)
     chunk = max(1, max_rows // (2 * B))
-    scale = 1.0 / (2 * sigma * num_directions)
+    n_a = num_directions // 2
+    scales = torch.tensor([1.0 / num_directions, 1.0 / max(n_a, 1), 1.0 / max(num_directions - n_a, 1)],
+                          dtype=torch.float64, device=X.device)[:, None] / (2 * sigma)
     est: list[list[torch.Tensor]] = [[], [], []]
     try:
         for k, layer in enumerate(layers):
@@ -276,12 +287,14 @@ def es_gradient(net: QuantNet, X: torch.Tensor, y: torch.Tensor, *, num_directio
                 ws = [l.weight.expand(2 * P, *l.weight.shape) for l in layers]
                 ws[k] = torch.cat([layer.weight + sigma * d, layer.weight - sigma * d])
                 ell = per_sample_loss(_batched_output(net, ws, X), y, loss).double()  # (2P, B)
-                diff = ell[:P] - ell[P:]
-                parts = torch.stack([diff.mean(1), diff[:, ~half].mean(1), diff[:, half].mean(1)], 1)  # (P, 3)
-                acc += parts.T @ d.reshape(P, -1).double()
+                diff = (ell[:P] - ell[P:]).mean(1)  # (P,)
+                first = (torch.arange(done, done + P, device=X.device) < n_a).double()
+                parts = torch.stack([diff, diff * first, diff * (1 - first)])  # (3, P): all, first half, second half
+                acc += parts @ d.reshape(P, -1).double()
                 done += P
+            acc *= scales
             for j in range(3):
-                est[j].append((acc[j] * scale).float())
+                est[j].append(acc[j].float())
     finally:
         net.train(was_training)
     coords = [torch.arange(l.weight.numel(), device=X.device) for l in layers]

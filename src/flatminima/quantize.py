@@ -103,11 +103,11 @@ register_surrogate(
 register_surrogate(
     "steep", lambda y: (STEEP_SLOPE * (y - 0.5) + 0.5).clamp(0.0, 1.0),
     lambda y: STEEP_SLOPE * ((y - 0.5).abs() <= 0.5 / STEEP_SLOPE).to(y.dtype),
-    rf"steeper clipped identity: $F'(y) = {STEEP_SLOPE:g}\,\mathbb 1[|y - 1/2| \le {0.5 / STEEP_SLOPE:g}]$")
+    rf"steeper clipped identity: $F'(y) = {STEEP_SLOPE:g}\,\mathbb 1[\lvert y - 1/2 \rvert \le {0.5 / STEEP_SLOPE:g}]$")
 register_surrogate(
     "approxsign", lambda y: (_approx_sign(_t(y)) + 1.0) / 2.0,
     lambda y: 2.0 * (1.0 - _t(y).abs()).clamp_min(0.0),
-    r"ApproxSign (Bi-Real Net): $F'(y) = 2(1 - |2y - 1|)_+$")
+    r"ApproxSign (Bi-Real Net): $F'(y) = 2(1 - \lvert 2y - 1 \rvert)_+$")
 register_surrogate(
     "swishsign", lambda y: (_swish_sign(_t(y)) + 1.0) / 2.0, lambda y: _swish_sign_grad(_t(y)),
     rf"SwishSign (BNN+), $\beta = {SWISH_BETA:g}$: $F'(y) = \beta[2 - \beta t \tanh(\beta t/2)]/[1 + \cosh \beta t]$, $t = 2y - 1$")

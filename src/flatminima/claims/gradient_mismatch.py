@@ -15,6 +15,7 @@ and fine-tuned as a binary net; the statistic is the test-accuracy gain.
 """
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -46,13 +47,15 @@ class Params(ClaimParams):
 
     CLAIM: ClassVar[str] = "gradient-mismatch"
     PRESETS: ClassVar[dict] = {
-        "smoke": {"num_seeds": 2, "input_dim": 8, "widths": (8, 8), "train_samples": 2000, "student_steps": 60,
-                  "eval_samples": 20_000, "coords_per_layer": 16, "es_directions": 16,
-                  "duo_seeds": 2, "duo_widths": (64, 64), "num_epochs": 2, "finetune_epochs": 1},
+        "smoke": {"num_seeds": 2, "input_dim": 8, "widths": (8, 8), "train_samples": 1000, "student_steps": 30,
+                  "eval_samples": 10_000, "full_eval_samples": 2000, "coords_per_layer": 8, "es_directions": 8,
+                  "es_samples": 2000,
+                  "duo_seeds": 2, "duo_dataset": "digits", "duo_widths": (32, 32), "num_epochs": 1,
+                  "finetune_epochs": 1},
         "cpu": {},
         "paper": {"num_seeds": 20, "input_dim": 32, "widths": (32, 32, 32), "train_samples": 100_000,
-                  "student_steps": 2000, "eval_samples": 1_000_000, "coords_per_layer": 200,
-                  "es_directions": 2000, "duo_dataset": "cifar10", "duo_arch": "vgg7",
+                  "student_steps": 2000, "eval_samples": 1_000_000, "full_eval_samples": 100_000, "coords_per_layer": 200,
+                  "es_directions": 1000, "es_samples": 100_000, "duo_dataset": "cifar10", "duo_arch": "vgg7",
                   "duo_widths": (64, 64, 128, 128, 512), "coupled_widths": (45, 45, 90, 90, 336),
                   "duo_seeds": 5, "optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4,
                   "batch_size": 256, "num_epochs": 120, "finetune_epochs": 40},
@@ -70,12 +73,15 @@ class Params(ClaimParams):
     train_samples: int = param(10_000, "Part A: student training samples", low=16)
     student_steps: int = param(300, "Part A: Adam steps training each student with the STE", low=1)
     student_lr: float = param(0.01, "Part A: Adam learning rate of the students", low=0.0, low_inclusive=False)
-    eval_samples: int = param(100_000, "Part A: samples B of the loss whose gradient is measured (>= 1e5 avoids a pure-noise reference)", low=2)
+    eval_samples: int = param(100_000, "Part A: samples B of the loss whose gradient is measured (1e5 or more avoids a pure-noise reference)", low=2)
+    full_eval_samples: int = param(10_000, "Part A: samples for the full-precision sanity row (its reference is smooth, "
+                                   "and dense to compute)", low=2)
     eps: float = param(0.1, "Part A: CDG step epsilon (box-smoothing half-width)", low=0.0, low_inclusive=False)
     coords_per_layer: int = param(60, "Part A: sampled weight coordinates per layer for the CDG", low=2)
     reliability_threshold: float = param(0.8, "Part A: split-half cosine a reference must reach to count as reliable",
                                          low=-1.0, high=1.0)
-    es_directions: int = param(200, "Part A: Gaussian-smoothing directions per layer (first seed; 0: skip)", low=0)
+    es_directions: int = param(100, "Part A: Gaussian-smoothing directions per layer (first seed; 0: skip)", low=0)
+    es_samples: int = param(10_000, "Part A: evaluation samples of the Gaussian-smoothing diagnostic", low=2)
     es_sigma: float = param(0.05, "Part A: Gaussian-smoothing sigma", low=0.0, low_inclusive=False)
     # Part B: BinaryDuo training
     duo_seeds: int = param(5, "Part B: number of seeds", low=1, high=100)
@@ -150,14 +156,18 @@ def run_mismatch_seed(params: Params, seed: int, device: torch.device) -> tuple[
     (``hidden``: weights feeding a quantised layer; ``output``: last layer, its gradient crosses no
     quantiser), cosine, reliability (split-half cosine of the CDG), reliable, train_loss.
     """
-    X, y, Xe, ye = teacher_student(params, seed, device)
+    X, y, Xe_all, ye_all = teacher_student(params, seed, device)
     rows, es_rows = [], []
     for precision in params.precisions:
         net = train_student(params, precision, X, y, seed, device)
         with torch.no_grad():
-            loss = float(F.mse_loss(net(Xe), ye))
+            loss = float(F.mse_loss(net(Xe_all), ye_all))
         check_finite(loss, step=params.student_steps, lr=params.student_lr)
         coords = sample_coordinates(net, params.coords_per_layer, seed=seed)
+        if precision == "full":  # every sample moves: dense and expensive, and not noisy
+            Xe, ye = Xe_all[:params.full_eval_samples], ye_all[:params.full_eval_samples]
+        else:
+            Xe, ye = Xe_all, ye_all
         ref = coordinate_discrete_gradient(net, Xe, ye, coords, eps=params.eps)
         rel = ref.reliability()
         n_layers = len(coords)
@@ -170,13 +180,15 @@ def run_mismatch_seed(params: Params, seed: int, device: torch.device) -> tuple[
                              "reliability": rel[k], "reliable": rel[k] >= params.reliability_threshold,
                              "eval_loss": loss})
         if params.es_directions > 0 and seed == 0 and precision in ("full", "binary"):
-            es = es_gradient(net, Xe, ye, num_directions=params.es_directions, sigma=params.es_sigma, seed=seed)
-            ste = surrogate_gradient(net, Xe, ye, "ste")
+            n_es = min(params.es_samples, len(Xe))
+            es = es_gradient(net, Xe[:n_es], ye[:n_es], num_directions=params.es_directions, sigma=params.es_sigma,
+                             seed=seed)
+            ste = surrogate_gradient(net, Xe[:n_es], ye[:n_es], "ste")
             for k, idx in enumerate(coords):
                 es_rows.append({"precision": precision, "layer": k + 1,
                                 "cos(ES, CDG)": cosine(es.grad[k][idx], ref.grad[k]),
                                 "cos(ES, STE backprop)": cosine(es.grad[k], ste[k]),
-                                "ES split-half": cosine(es.half_a[k], es.half_b[k])})
+                                "ES split-half (directions)": cosine(es.half_a[k], es.half_b[k])})
     return rows, es_rows
 
 
@@ -235,7 +247,7 @@ def run_duo_seed(params: Params, seed: int, device: torch.device, show_progress:
     """Part B for one seed: baseline binary net vs coupled ternary -> decoupled binary (BinaryDuo).
 
     The baseline trains ``num_epochs + finetune_epochs`` epochs; the coupled net ``num_epochs``, then
-    it is decoupled (outputs checked against the coupled net on the test set) and fine-tuned
+    it is decoupled (outputs checked against the coupled net on test inputs, in float64) and fine-tuned
     ``finetune_epochs`` epochs as a binary net at ``lr * finetune_lr_factor``.
     """
     flat = params.duo_arch == "mlp"
@@ -249,9 +261,11 @@ def run_duo_seed(params: Params, seed: int, device: torch.device, show_progress:
     train(coupled, data.X_train, data.y_train, lr=params.lr, num_epochs=params.num_epochs, **kw)
     coupled.eval()
     duo = decouple(coupled).to(device).eval()
-    with torch.no_grad():
-        Xt = data.X_test[:2048]
-        max_diff = float((coupled(Xt) - duo(Xt)).abs().max())
+    with torch.no_grad():  # exactness check in float64: in float32 the halved-and-summed weights round
+        Xt = data.X_test[:1024]  # differently and flip units that sit within ~1e-6 of a threshold
+        max_diff = float((copy.deepcopy(coupled).double()(Xt.double()) - copy.deepcopy(duo).double()(Xt.double()))
+                         .abs().max())
+        max_diff_32 = float((coupled(Xt) - duo(Xt)).abs().max())
     _, acc_coupled = evaluate(coupled, data.X_test, data.y_test)
     _, acc_decoupled = evaluate(duo, data.X_test, data.y_test)
     train(duo, data.X_train, data.y_train, lr=params.lr * params.finetune_lr_factor,
@@ -262,7 +276,8 @@ def run_duo_seed(params: Params, seed: int, device: torch.device, show_progress:
         check_finite(v, step=-1, lr=params.lr)
     return {"seed": seed, "acc_baseline": acc_base, "acc_coupled_ternary": acc_coupled,
             "acc_right_after_decoupling": acc_decoupled, "acc_binaryduo": acc_duo, "gain": acc_duo - acc_base,
-            "decoupling_max_abs_diff": max_diff, "weights_baseline": _num_weights(base),
+            "decoupling_max_abs_diff": max_diff, "decoupling_max_abs_diff_float32": max_diff_32,
+            "weights_baseline": _num_weights(base),
             "weights_binaryduo": _num_weights(duo)}
 
 
@@ -273,15 +288,21 @@ def run_duo(params: Params, *, device: torch.device, show_progress: bool = False
 
 
 # ----------------------------------------------------------------------------- verdict
+MIN_SEEDS_A = 5
+"""Fewer Part A seeds give no verdict (a bootstrap CI over 2-4 values is not an interval to trust)."""
+MIN_SEEDS_B = 3
+"""Fewer Part B seeds give no verdict."""
+
 CRITERION = (
     "Part A: M(config) = mean per-layer cosine between the backprop gradient and the coordinate discrete "
     "gradient over the hidden layers; D = M(ternary, STE) - max over binary surrogates M(binary, s) per seed. "
     "Reproduced if the 95% bootstrap CI of mean D over seeds is above 0 and D > 0 (precision gain > surrogate "
     "gain) in >= 80% of seeds; not reproduced if the CI is below 0; otherwise inconclusive. Part A is "
     "inconclusive whatever D says if fewer than 80% of the binary and ternary hidden-layer references pass "
-    "the split-half reliability gate or the full-precision sanity M(full) < 0.95. "
+    "the split-half reliability gate, if the full-precision sanity M(full) < 0.95, or with fewer than 5 seeds. "
     "Part B: gain = test accuracy(BinaryDuo) - accuracy(binary baseline of equal weight count) per seed; "
-    "reproduced if the 95% t-interval of the mean gain is above 0, not reproduced if below 0, else inconclusive. "
+    "reproduced if the 95% t-interval of the mean gain is above 0, not reproduced if below 0, else (or with "
+    "fewer than 3 seeds) inconclusive. "
     "Overall: reproduced if both parts are, not reproduced if either is not, otherwise inconclusive.")
 
 
@@ -296,7 +317,7 @@ def mismatch_verdict(df: pd.DataFrame, params: Params) -> tuple[str, dict[str, A
         ["seed", "precision", "layer"])
     pass_rate = float(gated.reliable.mean())
     full_M = float(M["full/ste"].mean())
-    ok = pass_rate >= 0.8 and full_M >= 0.95
+    ok = pass_rate >= 0.8 and full_M >= 0.95 and len(D) >= MIN_SEEDS_A
     if not ok:
         verdict = "inconclusive"
     elif ci.low > 0 and frac >= 0.8:
@@ -311,8 +332,8 @@ def mismatch_verdict(df: pd.DataFrame, params: Params) -> tuple[str, dict[str, A
         "difference": ci.to_dict(), "fraction_seeds_precision_beats_surrogate": frac,
         "precision_gain": bootstrap_ci(gains["precision_gain"].to_numpy()).to_dict(),
         "surrogate_gain": bootstrap_ci(gains["surrogate_gain"].to_numpy()).to_dict(),
-        "M": {c: mean_ci(M[c].to_numpy()).to_dict() for c in M.columns},
-        "per_layer_cosine": {f"{c}/layer{l}": mean_ci(g.cosine.to_numpy()).to_dict()
+        "M": {c: bootstrap_ci(M[c].to_numpy()).to_dict() for c in M.columns},
+        "per_layer_cosine": {f"{c}/layer{l}": bootstrap_ci(g.cosine.to_numpy()).to_dict()
                              for (c, l), g in df.groupby(["config", "layer"])},
         "reliability_pass_rate_binary_ternary": pass_rate, "full_precision_M": full_M,
         "failing_references": failing.to_dict("records"),
@@ -326,15 +347,21 @@ def mismatch_verdict(df: pd.DataFrame, params: Params) -> tuple[str, dict[str, A
 def duo_verdict(duo: pd.DataFrame) -> tuple[str, dict[str, Any]]:
     """Part B verdict and its statistics; raises if decoupling did not preserve the function."""
     worst = float(duo.decoupling_max_abs_diff.max())
+    if worst > 1e-6:
+        raise RuntimeError(f"decoupling changed the network's outputs (max |diff| = {worst:.3g} in float64); "
+                           "this is a bug")
     same_acc = bool((duo.acc_coupled_ternary == duo.acc_right_after_decoupling).all())
-    if worst > 1e-4 or not same_acc:
-        raise RuntimeError(f"decoupling changed the network's outputs (max |diff| = {worst:.3g}); this is a bug")
+    acc_diff = float((duo.acc_coupled_ternary - duo.acc_right_after_decoupling).abs().max())
     gain = mean_ci(duo.gain.to_numpy())
-    verdict = "reproduced" if gain.low > 0 else "not reproduced" if gain.high < 0 else "inconclusive"
+    if len(duo) < MIN_SEEDS_B:
+        verdict = "inconclusive"
+    else:
+        verdict = "reproduced" if gain.low > 0 else "not reproduced" if gain.high < 0 else "inconclusive"
     stats = {"gain": gain.to_dict(), "acc_baseline": mean_ci(duo.acc_baseline.to_numpy()).to_dict(),
              "acc_binaryduo": mean_ci(duo.acc_binaryduo.to_numpy()).to_dict(),
              "acc_coupled_ternary": mean_ci(duo.acc_coupled_ternary.to_numpy()).to_dict(),
              "decoupling_max_abs_diff": worst, "decoupled_accuracy_equals_coupled": same_acc,
+             "decoupling_max_accuracy_change_float32": acc_diff,
              "fraction_seeds_positive_gain": float(np.mean(duo.gain > 0)),
              "weights_baseline": int(duo.weights_baseline.iloc[0]),
              "weights_binaryduo": int(duo.weights_binaryduo.iloc[0]),
