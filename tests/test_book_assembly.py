@@ -5,7 +5,7 @@ import re
 
 import nbformat
 import pytest
-from nbformat.v4 import new_notebook
+from nbformat.v4 import new_markdown_cell, new_notebook
 
 from flatminima.book import check_executed, dashboard_markdown, write_dashboard
 from flatminima.presets import CLAIMS
@@ -24,18 +24,21 @@ def rec(claim, verdict="reproduced", value=2.5):
 def test_dashboard_has_one_row_per_claim_with_numbers_from_the_records():
     md = dashboard_markdown({"sharp-minima": rec("sharp-minima"), "wide-minima": None,
                              "gradient-mismatch": rec("gradient-mismatch", "not reproduced", 0.8)})
-    rows = [line for line in md.splitlines() if line.startswith("| [")]
-    assert len(rows) == 3
-    assert "ratio: 2.5 [1.5, 3.5]" in rows[0] and "**reproduced**" in rows[0] and "10-100x" in rows[0]
-    assert "*missing*" in rows[1]
-    assert "**not reproduced**" in rows[2] and "ratio: 0.8" in rows[2] and "42 s" in rows[2]
+    rows = md.split("\n* - ")[1:]
+    assert len(rows) == 1 + 3  # header row + one per claim
+    assert "ratio: **2.5** [1.5, 3.5]" in rows[1] and "**reproduced**" in rows[1] and "10-100x" in rows[1]
+    assert "*missing*" in rows[2]
+    assert "**not reproduced**" in rows[3] and "ratio: **0.8**" in rows[3] and "3 seeds, 42 s on cpu" in rows[3]
     assert "criterion of gradient-mismatch" in md
 
 
-def test_write_dashboard_reads_the_results_folder(tmp_path):
+def test_write_dashboard_reads_the_results_folder_and_chapter_titles(tmp_path):
     write_results(rec("variance-flatness", "inconclusive"), tmp_path / "results")
+    nbformat.write(new_notebook(cells=[new_markdown_cell("# The inverse relation\n\ntext")]),
+                   tmp_path / "variance-flatness.ipynb")
     text = write_dashboard(tmp_path).read_text()
     assert text.count("*missing*") == len(CLAIMS) - 1 and "**inconclusive**" in text
+    assert "[The inverse relation](variance-flatness.ipynb)" in text
 
 
 def test_execution_gate_rejects_missing_and_failed_chapters(tmp_path):

@@ -30,8 +30,27 @@ def _fmt(x: Any) -> str:
     return "n/a" if x is None else str(x)
 
 
-def dashboard_markdown(results: dict[str, dict[str, Any] | None]) -> str:
+def chapter_title(notebook: Path) -> str | None:
+    """The first level-1 heading of a notebook, or None."""
+    if not notebook.is_file():
+        return None
+    for cell in nbformat.read(notebook, as_version=4).cells:
+        if cell.cell_type == "markdown":
+            for line in cell.source.splitlines():
+                if line.startswith("# "):
+                    return line[2:].strip()
+    return None
+
+
+def _cell(text: str) -> str:
+    """One list-table cell: a single line of markdown (pipes and newlines are harmless here)."""
+    return " ".join(str(text).split()) or " "
+
+
+def dashboard_markdown(results: dict[str, dict[str, Any] | None],
+                       titles: dict[str, str] | None = None) -> str:
     """The dashboard page (MyST markdown) for ``{claim: record or None}``."""
+    titles = titles or {}
     lines = [
         "# Claims dashboard",
         "",
@@ -39,38 +58,46 @@ def dashboard_markdown(results: dict[str, dict[str, Any] | None]) -> str:
         "the verdict comes from the statistical test stated in the chapter (criterion below), over the",
         "seeds listed. *inconclusive* means the run could not decide; it is not a soft *reproduced*.",
         "",
-        "| Claim | Paper's figure | Our figure (95% CI) | Verdict | Preset | Seeds | Runtime |",
-        "|---|---|---|---|---|---|---|",
+        ":::{list-table}",
+        ":header-rows: 1",
+        ":widths: 22 26 26 12 14",
+        ":class: dashboard",
+        "",
+        "* - Claim",
+        "  - Paper's figure",
+        "  - Our figure (95% CI)",
+        "  - Verdict",
+        "  - Run",
     ]
     criteria = []
     for claim, rec in results.items():
-        title = CLAIM_TITLES.get(claim, claim)
+        title = titles.get(claim) or CLAIM_TITLES.get(claim, claim)
         link = f"[{title}]({claim}.ipynb)"
         if rec is None:
-            lines.append(f"| {link} | | not run | *missing* | | | |")
+            lines += [f"* - {link}", "  - ", "  - not run", "  - *missing*", "  - "]
             continue
         h = rec.get("headline") or {}
         ours = h.get("label", "")
         if "value" in h:
-            ours += f": {_fmt(h['value'])}"
+            ours += f": **{_fmt(h['value'])}**"
             if h.get("ci_low") is not None and h.get("ci_high") is not None:
                 ours += f" [{_fmt(h['ci_low'])}, {_fmt(h['ci_high'])}]"
-        verdict = rec["verdict"]
-        lines.append(
-            f"| {link} | {h.get('paper', '')} | {ours} | **{verdict}** | {rec['preset']} | "
-            f"{len(rec['seeds'])} | {rec['runtime_s']:.0f} s |".replace("\n", " "))
-        criteria.append(f"- **{title}** ({rec['preset']}, device {rec['device']}): {rec['criterion']}")
-    lines += ["", "## Criteria", "", *criteria, ""]
+        run = f"{rec['preset']} preset, {len(rec['seeds'])} seeds, {rec['runtime_s']:.0f} s on {rec['device']}"
+        lines += [f"* - {link}", f"  - {_cell(h.get('paper', ''))}", f"  - {_cell(ours)}",
+                  f"  - **{rec['verdict']}**", f"  - {_cell(run)}"]
+        criteria.append(f"- **{title}**: {_cell(rec['criterion'])}")
+    lines += [":::", "", "## Criteria", "", *criteria, ""]
     return "\n".join(lines)
 
 
 def write_dashboard(generated: Path) -> Path:
     """Write ``generated/dashboard.md`` from ``generated/results/*.json``."""
-    results = {}
+    results, titles = {}, {}
     for claim in CLAIMS:
         path = generated / "results" / f"{claim}.json"
         results[claim] = read_results(path) if path.is_file() else None
-    return atomic_write_text(generated / "dashboard.md", dashboard_markdown(results))
+        titles[claim] = chapter_title(generated / f"{claim}.ipynb")
+    return atomic_write_text(generated / "dashboard.md", dashboard_markdown(results, titles))
 
 
 def check_executed(generated: Path) -> None:
