@@ -134,11 +134,14 @@ def run_claim(claim: str, *, root: Path, preset: str = "cpu", overrides: dict[st
     shutil.rmtree(stage, ignore_errors=True)
     (stage / "results").mkdir(parents=True)
     staged_nb = stage / f"{claim}.ipynb"
+    # Inject only what differs from the notebook's defaults; the kernel runs in the staging folder,
+    # so the notebook's default results_dir ("results") lands there without an absolute path.
     nb_params = {k: v for k, v in parameters.items() if k in overrides or k == "preset"}
-    nb_params.update(device=device, show_progress=False, results_dir=str((stage / "results").resolve()))
+    if device != "auto":
+        nb_params["device"] = device
     try:
         pm.execute_notebook(str(source), str(staged_nb), parameters=nb_params, kernel_name="python3",
-                            cwd=str(source.parent), progress_bar=False, log_output=log_output,
+                            cwd=str(stage), progress_bar=False, log_output=log_output,
                             execution_timeout=timeout,
                             extra_arguments=["--IPKernelApp.log_level=ERROR"])  # no TCP-warning noise
         record = read_results(stage / "results" / f"{claim}.json")
