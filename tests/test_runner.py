@@ -137,3 +137,19 @@ def test_find_root_walks_up_and_explains_when_missing(toy_root, tmp_path_factory
     assert find_root(toy_root / "notebooks" / "deep") == toy_root
     with pytest.raises(FileNotFoundError, match="no flatminima project"):
         find_root(tmp_path_factory.mktemp("empty"))
+
+
+def test_parallel_runs_each_write_in_their_own_folder(toy_root, monkeypatch):
+    """Two claims at once (threads): each kernel must run in its own staging folder."""
+    second = toy_root / "notebooks" / "toy2.ipynb"
+    nb = nbformat.read(toy_root / "notebooks" / "toy.ipynb", as_version=4)
+    nb.cells[1].source = nb.cells[1].source.replace('claim="toy"', 'claim="toy2"')
+    nbformat.write(nb, second)
+    monkeypatch.setitem(presets.CLAIMS, "toy2", "toyclaim")
+    out = toy_root / "out"
+    outcomes = runner.run_claims(["toy", "toy2"], root=toy_root, preset="smoke",
+                                 overrides={"sleep": 2.0}, out_dir=out, device="cpu", jobs=2)
+    assert [o.status for o in outcomes] == ["ran", "ran"], [o.error for o in outcomes]
+    for claim in ("toy", "toy2"):
+        assert json.loads((out / "results" / f"{claim}.json").read_text())["claim"] == claim
+    assert not (out / ".staging").exists() or not any((out / ".staging").iterdir())

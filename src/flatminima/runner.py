@@ -141,7 +141,10 @@ def run_claim(claim: str, *, root: Path, preset: str = "cpu", overrides: dict[st
         nb_params["device"] = device
     try:
         pm.execute_notebook(str(source), str(staged_nb), parameters=nb_params, kernel_name="python3",
-                            cwd=str(stage), progress_bar=False, log_output=log_output,
+                            # the kernel's folder, set without papermill's process-wide chdir (cwd=),
+                            # which would race between runs in parallel threads
+                            resources={"metadata": {"path": str(stage)}},
+                            progress_bar=False, log_output=log_output,
                             execution_timeout=timeout,
                             extra_arguments=["--IPKernelApp.log_level=ERROR"])  # no TCP-warning noise
         record = read_results(stage / "results" / f"{claim}.json")
