@@ -1,9 +1,11 @@
 """Device choice and CPU thread policy.
 
-On small CPU workloads (MLPs of a few hundred units) PyTorch's intra-op parallelism costs
-more than it gains: on a 2-core machine one thread was several times faster than two
-(see ``benchmarks/bench_threads.py``). Parallelism across runs comes from separate
-processes (``flatminima run --jobs``), each with its own thread budget.
+On this project's small CPU workloads (MLPs of a few hundred units) PyTorch's intra-op
+threads buy little and cost a lot when processes share the cores. Measured on 2 cores with
+``benchmarks/bench_threads.py`` (MLP 40-128-128-128-10, Adam, batch 32): one job alone ran
+only 4% faster with 2 threads than with 1, while two jobs at once (what ``flatminima run
+--jobs 2`` does) took 32x longer with 2 threads each than with 1 thread each. So each
+process uses one thread, and parallelism comes from separate processes.
 """
 from __future__ import annotations
 
