@@ -14,7 +14,8 @@ import torch
 
 from flatminima.data import load_dataset
 from flatminima.device import setup
-from flatminima.flatness import classification_error_fn, local_energy, local_energy_loop, net_params
+from flatminima.flatness import classification_error_fn, local_energy, local_energy_loop
+from flatminima.hessian import params_of
 from flatminima.mixture import bayes_optimal_estimator, sample_mixture, zero_one_error
 from flatminima.models import make_model
 from flatminima.optim import replicated_sgd, replicated_sgd_loop
@@ -55,7 +56,7 @@ def main() -> None:
     d = load_dataset("mnist1d", seed=0).flat().to(dev)
     net = make_model("mlp", d.input_shape, d.num_classes, widths=(128,), seed=0).to(dev)
     fn = classification_error_fn(net, d.X_train, d.y_train)
-    p = net_params(net)
+    p = params_of(net)
     for chunk in (4, 25):
         tb = best_of(lambda: local_energy(fn, p, [0.5], num_draws=200, chunk_size=chunk), args.repeats)
         tl = best_of(lambda: local_energy_loop(fn, p, [0.5], num_draws=200), args.repeats)
@@ -66,7 +67,7 @@ def main() -> None:
     dm = load_dataset("gaussian-mixture", seed=0, N=200, alpha=2.0, Delta=0.5, n_test=100).to(dev)
     net = make_model("mlp", dm.input_shape, 2, widths=(128,), seed=0).to(dev)
     fn = classification_error_fn(net, dm.X_train, dm.y_train)
-    p = net_params(net)
+    p = params_of(net)
     tb = best_of(lambda: local_energy(fn, p, [0.5], num_draws=200, chunk_size=25), args.repeats)
     tl = best_of(lambda: local_energy_loop(fn, p, [0.5], num_draws=200), args.repeats)
     print(f"local energy, MLP 200-128-2 on the mixture (400 samples, 200 draws, chunk 25): batched "

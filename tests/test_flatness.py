@@ -6,8 +6,8 @@ import pytest
 import torch
 from scipy import stats
 
-from flatminima.flatness import (classification_error_fn, local_energy, local_energy_loop, local_entropy_proxy,
-                                 net_params)
+from flatminima.flatness import classification_error_fn, local_energy, local_energy_loop, local_entropy_proxy
+from flatminima.hessian import params_of
 from flatminima.mixture import preactivation, sample_mixture, zero_one_error
 from flatminima.models import make_model
 
@@ -88,7 +88,7 @@ def test_network_error_fn_is_vmappable_and_leaves_the_net_unchanged():
     torch.manual_seed(0)
     net = make_model("mlp", (5,), 3, widths=(8,), seed=0)
     X, y = torch.randn(64, 5), torch.randint(3, (64,))
-    before = net_params(net)
+    before = params_of(net)
     fn = classification_error_fn(net, X, y)
     curve = local_energy(fn, before, [0.0, 0.5, 5.0], num_draws=16, chunk_size=5)
     loop = local_energy_loop(fn, before, [0.0, 0.5, 5.0], num_draws=16)

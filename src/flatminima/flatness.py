@@ -135,8 +135,3 @@ def classification_error_fn(net: torch.nn.Module, X: torch.Tensor, y: torch.Tens
         return (logits.argmax(-1) != y).to(X.dtype).mean()
 
     return error
-
-
-def net_params(net: torch.nn.Module) -> Params:
-    """A detached copy of ``net``'s parameters as a dict (the reference for the measures above)."""
-    return {k: p.detach().clone() for k, p in net.named_parameters()}

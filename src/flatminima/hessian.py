@@ -64,7 +64,7 @@ def unflatten(flat: torch.Tensor, spec: FlatSpec) -> Params:
     """The inverse of :func:`flatten` (views into ``flat``, differentiable)."""
     out, i = {}, 0
     for name, shape, n in zip(spec.names, spec.shapes, spec.numels):
-        out[name] = flat[i:i + n].view(shape)
+        out[name] = flat[i:i + n].reshape(shape)
         i += n
     return out
 

@@ -31,6 +31,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 from torch.nn import functional as F
 
+from .hessian import FlatSpec, flatten, unflatten
 from .stats import Interval
 
 BatchedLoss = Callable[[torch.Tensor], torch.Tensor]
@@ -54,21 +55,17 @@ def select_parameters(net: nn.Module, which: str = "hidden") -> list[str]:
 
 
 def flatten_params(params: dict[str, torch.Tensor], names: Sequence[str]) -> torch.Tensor:
-    """Concatenate ``params[name]`` for ``names`` into one detached vector."""
-    return torch.cat([params[n].detach().reshape(-1) for n in names])
+    """Concatenate ``params[name]`` for ``names`` into one detached vector (:func:`flatminima.hessian.flatten`)."""
+    return flatten({n: params[n] for n in names})[0]
 
 
 def unflatten_params(w: torch.Tensor, like: dict[str, torch.Tensor],
                      names: Sequence[str]) -> dict[str, torch.Tensor]:
-    """Split the vector ``w`` into tensors shaped like ``like[name]`` for ``names``."""
-    out, i = {}, 0
-    for n in names:
-        k = like[n].numel()
-        out[n] = w[i:i + k].reshape(like[n].shape)
-        i += k
-    if i != w.shape[-1]:
-        raise ValueError(f"vector has {w.shape[-1]} entries, parameters {list(names)} need {i}")
-    return out
+    """Split the vector ``w`` into tensors shaped like ``like[name]`` for ``names`` (:func:`flatminima.hessian.unflatten`)."""
+    spec = FlatSpec(tuple(names), tuple(like[n].shape for n in names), tuple(like[n].numel() for n in names))
+    if spec.dim != w.shape[-1]:
+        raise ValueError(f"vector has {w.shape[-1]} entries, parameters {list(names)} need {spec.dim}")
+    return unflatten(w, spec)
 
 
 # ----------------------------------------------------------------------------- recording
