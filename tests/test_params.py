@@ -74,7 +74,7 @@ def test_params_are_frozen():
 
 def test_describe_lists_every_field_with_its_presets():
     rows = {r["name"]: r for r in ToyParams.describe()}
-    assert set(rows) == {"preset", "num_seeds", "lr", "dataset", "widths", "verbose"}
+    assert set(rows) == {"preset", "seeds", "num_seeds", "lr", "dataset", "widths", "verbose"}
     assert rows["num_seeds"]["presets"] == {"smoke": 1, "cpu": 3, "paper": 10}
     assert rows["dataset"]["allowed"] == "digits | mnist1d"
 

@@ -1,6 +1,7 @@
 """Results records: schema, JSON safety, and atomic writes that never leave partial files."""
 from __future__ import annotations
 
+from importlib import metadata
 import json
 import math
 import os
@@ -32,7 +33,8 @@ def test_record_has_every_required_key_and_plain_json_types(tmp_path):
     assert path.name == "toy.json"
     assert path.stat().st_mode & 0o777 == 0o644
     back = read_results(path)
-    assert back["statistics"]["x"] == 1.5 and back["versions"]["torch"] == torch.__version__
+    assert back["statistics"]["x"] == 1.5 and back["versions"]["torch"] == metadata.version("torch")
+    assert back["versions"]["mnist1d"] == metadata.version("mnist1d")  # recorded although it sets no __version__
 
 
 def test_unknown_verdict_is_rejected():

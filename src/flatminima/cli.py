@@ -5,6 +5,7 @@
     flatminima list [CLAIM ...]
     flatminima run [CLAIM ...] [--preset smoke|cpu|paper] [-p NAME VALUE ...] [--out DIR] [--jobs N] [--force]
     flatminima book [--preset cpu] [--jobs N]
+    flatminima verify [CLAIM ...] [--preset cpu] [--seeds-from K] [--out DIR] [--jobs N]
 """
 from __future__ import annotations
 
@@ -32,9 +33,9 @@ def _parse_value(text: str) -> Any:
 def _overrides(pairs: list[list[str]] | None) -> dict[str, Any]:
     out = {}
     for name, value in pairs or []:
-        if name in ("preset", "results_dir", "show_progress"):
+        if name in ("preset", "results_dir", "show_progress", "cache_dir", "workers"):
             raise ParameterError(f"parameter {name!r} is set by the command itself "
-                                 f"(use --preset / --out); it cannot be passed with -p")
+                                 f"(use --preset / --out / --jobs); it cannot be passed with -p")
         out[name] = _parse_value(value)
     return out
 
@@ -91,6 +92,32 @@ def cmd_book(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    from .runner import find_root
+    from .verify import HEADER, verify
+
+    claims = _check_claims(args.claims)
+    root = find_root(args.root)
+    if args.seeds_from is not None and args.seeds_from < 0:
+        raise ParameterError(f"--seeds-from must be >= 0, got {args.seeds_from}")
+    print(HEADER, flush=True)
+
+    def show(claim, checks):
+        for c in checks:
+            print(c.row(), flush=True)
+
+    checks, ok = verify(claims, root=root, preset=args.preset, seeds_from=args.seeds_from,
+                        out_dir=Path(args.out) if args.out else None, jobs=args.jobs, device=args.device,
+                        timeout=args.timeout, on_done=show)
+    bad = [c for c in checks if not c.match]
+    seeds = f"disjoint seeds from {args.seeds_from}" if args.seeds_from is not None else "the published seeds"
+    if bad:
+        print(f"verify: {len(bad)} of {len(checks)} checks MISMATCH ({args.preset} preset, {seeds})", file=sys.stderr)
+        return 1
+    print(f"verify: all {len(checks)} checks match ({args.preset} preset, {seeds})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="flatminima", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -119,6 +146,18 @@ def build_parser() -> argparse.ArgumentParser:
     book.add_argument("--jobs", type=int, default=default_jobs)
     book.add_argument("--root")
     book.set_defaults(func=cmd_book)
+
+    ver = sub.add_parser("verify", help="re-execute claims into a scratch folder and compare with the published records")
+    ver.add_argument("claims", nargs="*", metavar="CLAIM")
+    ver.add_argument("--preset", default="cpu", choices=PRESET_NAMES)
+    ver.add_argument("--seeds-from", type=int, default=None, metavar="K",
+                     help="re-execute with the disjoint seeds K, K+1, ... (as many as the published record has)")
+    ver.add_argument("--out", help="scratch folder for the re-runs (default: a new temporary folder)")
+    ver.add_argument("--device", default="auto")
+    ver.add_argument("--jobs", type=int, default=default_jobs)
+    ver.add_argument("--timeout", type=int, default=None, help="per-cell timeout in seconds")
+    ver.add_argument("--root")
+    ver.set_defaults(func=cmd_verify)
     return p
 
 
@@ -126,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ParameterError, FileNotFoundError, RuntimeError) as exc:
+    except (ParameterError, FileNotFoundError, RuntimeError, ValueError) as exc:
         print(f"flatminima: error: {exc}", file=sys.stderr)
         return 2
 

@@ -28,12 +28,78 @@ RUN_CONTROLS: dict[str, str] = {
     "device": "auto | cpu | cuda | cuda:N: where tensors live (auto: CUDA when present)",
     "show_progress": "draw tqdm progress bars (off in the book and in papermill logs)",
     "results_dir": "folder for the results JSON of this claim",
+    "cache_dir": "folder of the per-seed cache (default: the seeds folder inside results_dir)",
+    "workers": "processes that run seeds at once on CPU (default: one per core); changes the wall time, not the numbers",
 }
 """Notebook parameters that steer the run but do not change what is computed."""
 
 
 class ParameterError(ValueError):
     """A notebook or CLI parameter is unknown or has a value outside what it accepts."""
+
+
+MAX_SEEDS = 10_000
+SEEDS_HELP = ("seeds of the replications, a list [100, 101, 102] or an inclusive range 100-119 "
+              "(default: 0 to num_seeds-1); each seed fixes its initial point, data order, data subset "
+              "and sampled directions")
+
+
+def parse_seeds(value: Any) -> tuple[int, ...]:
+    """Seeds from a list of ints, a YAML list string, or inclusive ranges ``"100-119"`` / ``"0-4,10"``.
+
+    ``None`` and empty give ``()`` (the claim's default ``0 .. num_seeds-1``). Seeds must be
+    distinct non-negative ints; a bare int is refused because it is ambiguous (a seed or a count?).
+    """
+    def bad(why: str) -> ParameterError:
+        return ParameterError(f"parameter 'seeds' {why}; give a list like [100, 101, 102] or an inclusive "
+                              f"range like 100-119 (the first n seeds: set num_seeds instead)")
+
+    if value is None:
+        return ()
+    if isinstance(value, bool):
+        raise bad(f"got {value!r}")
+    if isinstance(value, int):
+        raise bad(f"got the bare int {value!r}")
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            import yaml
+
+            try:
+                value = yaml.safe_load(text)
+            except yaml.YAMLError:
+                raise bad(f"got {value!r}, which is not a valid YAML list") from None
+            if not isinstance(value, list):
+                raise bad(f"got {value!r}")
+        else:
+            out: list[int] = []
+            for token in filter(None, (t.strip() for t in text.split(","))):
+                lo, sep, hi = token.partition("-")
+                try:
+                    a, b = int(lo), int(hi) if sep else int(lo)
+                except ValueError:
+                    raise bad(f"got {value!r}: {token!r} is neither an int nor a range a-b") from None
+                if b < a:
+                    raise bad(f"got the empty range {token!r} (the end is below the start)")
+                if b - a >= MAX_SEEDS:
+                    raise bad(f"got {token!r}, more than {MAX_SEEDS} seeds")
+                out.extend(range(a, b + 1))
+            value = out
+    if not isinstance(value, Sequence):
+        raise bad(f"got {value!r}")
+    seeds = []
+    for v in value:
+        if isinstance(v, bool) or not (isinstance(v, int) or (isinstance(v, float) and v.is_integer())):
+            raise bad(f"has the non-integer entry {v!r}")
+        if v < 0:
+            raise bad(f"has the negative entry {v!r}")
+        seeds.append(int(v))
+    if len(set(seeds)) != len(seeds):
+        dup = sorted({s for s in seeds if seeds.count(s) > 1})
+        raise bad(f"repeats {dup}: each seed is one independent replication")
+    if len(seeds) > MAX_SEEDS:
+        raise bad(f"has {len(seeds)} entries, more than {MAX_SEEDS}")
+    return tuple(seeds)
 
 
 def param(default: Any, help: str, *, choices: Sequence[Any] | None = None,
@@ -160,10 +226,24 @@ class ClaimParams:
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}
 
     preset: str = param("cpu", RUN_CONTROLS["preset"], choices=PRESET_NAMES)
+    seeds: tuple[int, ...] = param((), SEEDS_HELP)
 
     def __post_init__(self) -> None:
         hints = typing.get_type_hints(type(self))
+        seeds = parse_seeds(self.seeds)
+        if "num_seeds" in hints:
+            if seeds:
+                object.__setattr__(self, "num_seeds", len(seeds))
+            else:
+                n = _coerce("num_seeds", self.num_seeds, int)
+                _check_bounds("num_seeds", n, self.__dataclass_fields__["num_seeds"].metadata)
+                seeds = tuple(range(n))
+        elif not seeds:
+            raise ParameterError(f"parameter 'seeds' is required for claim {self.CLAIM!r}")
+        object.__setattr__(self, "seeds", seeds)
         for f in dataclasses.fields(self):
+            if f.name == "seeds":
+                continue
             value = _coerce(f.name, getattr(self, f.name), hints[f.name])
             _check_bounds(f.name, value, f.metadata)
             object.__setattr__(self, f.name, value)
@@ -199,6 +279,14 @@ class ClaimParams:
         cls.check_names(overrides)
         values = dict(cls.PRESETS.get(preset, {}))
         cls.check_names(values)
+        if "seeds" in overrides:  # explicit seeds replace the preset's count (and its seed list)
+            seeds = parse_seeds(overrides["seeds"])
+            if "num_seeds" in overrides and _coerce("num_seeds", overrides["num_seeds"], int) != len(seeds):
+                raise ParameterError(f"parameters 'seeds' ({len(seeds)} seeds) and 'num_seeds' "
+                                     f"({overrides['num_seeds']}) disagree; give only one of them")
+            values.pop("num_seeds", None)
+        elif "num_seeds" in overrides:  # a count replaces the preset's seed list
+            values.pop("seeds", None)
         values.update(overrides)
         values["preset"] = preset
         return cls(**values)

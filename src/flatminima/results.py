@@ -46,14 +46,76 @@ def _jsonable(obj: Any) -> Any:
     return str(obj)
 
 
+PACKAGES: tuple[str, ...] = ("flatminima", "torch", "torchvision", "numpy", "scipy", "scikit-learn",
+                             "statsmodels", "pandas", "mnist1d", "papermill", "myst-nb")
+"""Distributions whose versions shape the numbers or the pages, recorded in every result."""
+
+
 def versions() -> dict[str, str]:
-    """Versions of Python, the platform and the packages that shape the numbers."""
+    """Versions of Python, the platform and :data:`PACKAGES`, read with :mod:`importlib.metadata`.
+
+    Reading the installed distributions' metadata (not ``module.__version__``, which some packages,
+    mnist1d among them, do not set) records what actually ran; a distribution that is absent is
+    left out rather than recorded under a made-up version.
+    """
+    from importlib import metadata
+
     out = {"python": sys.version.split()[0], "platform": platform.platform()}
-    for mod in ("flatminima", "torch", "numpy", "scipy", "sklearn", "mnist1d"):
+    for dist in PACKAGES:
         try:
-            out[mod] = __import__(mod).__version__
-        except Exception:  # noqa: BLE001 - a missing optional package is recorded as such
-            out[mod] = "not installed"
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def _git(*args: str) -> str | None:
+    import subprocess
+
+    try:
+        proc = subprocess.run(["git", *args], cwd=Path(__file__).resolve().parent, text=True,
+                              capture_output=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def provenance(device: str | None = None) -> dict[str, Any]:
+    """Where and how a result was computed: commit, CPU and its kernels, threads, GPU, time.
+
+    ``git_commit`` is the commit of the package's source tree (None outside a git checkout) and
+    ``git_dirty`` whether its ``src/`` or ``notebooks/`` differ from that commit.
+    """
+    import datetime
+
+    import torch
+
+    from .replicates import cpu_capability
+
+    commit = _git("rev-parse", "HEAD")
+    dirty = None
+    if commit is not None:
+        top = _git("rev-parse", "--show-toplevel")
+        status = _git("-C", top, "status", "--porcelain", "--untracked-files=no", "--", "src", "notebooks") if top else None
+        dirty = bool(status) if status is not None else None
+    out: dict[str, Any] = {
+        "git_commit": commit, "git_dirty": dirty,
+        "executed_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": _cpu_model(), "cpu_count": os.cpu_count(), "cpu_capability": cpu_capability(),
+        "aten_cpu_capability": os.environ.get("ATEN_CPU_CAPABILITY"), "torch_threads": torch.get_num_threads(),
+    }
+    if device is not None and str(device).startswith("cuda") and torch.cuda.is_available():
+        out["gpu"] = torch.cuda.get_device_name(torch.device(device))
     return out
 
 
@@ -92,11 +154,16 @@ def validate_results(record: Mapping[str, Any]) -> None:
 def make_record(*, claim: str, params: Any, verdict: str, statistics: Mapping[str, Any],
                 criterion: str, seeds: list[int], runtime_s: float, device: str,
                 headline: Mapping[str, Any] | None = None,
+                preregistration: Mapping[str, Any] | None = None,
+                parts: list[Mapping[str, Any]] | None = None,
                 notes: str = "") -> dict[str, Any]:
     """Assemble a results record; ``params`` is a ClaimParams (or a plain dict).
 
-    ``headline`` is what the dashboard shows: ``{"label", "value", "ci_low", "ci_high",
-    "paper"}``: our headline number with its CI and the paper's reference number, in words.
+    ``headline`` is what the dashboard shows and ``flatminima verify`` compares:
+    :func:`flatminima.stats.statistic`'s ``{label, value, ci_low, ci_high, se, n, scale}`` plus
+    ``paper`` (the paper's number for the same measure, in words). ``preregistration`` is the
+    claim's :func:`flatminima.stats.preregister` block. ``parts`` lists the parts of a verdict:
+    ``{name, outcome, reason, statistic}``, each ``statistic`` in the headline's form.
     """
     parameters = params.to_dict() if hasattr(params, "to_dict") else dict(params)
     record = {
@@ -112,6 +179,9 @@ def make_record(*, claim: str, params: Any, verdict: str, statistics: Mapping[st
         "runtime_s": float(runtime_s),
         "device": device,
         "versions": versions(),
+        "provenance": provenance(device),
+        "preregistration": dict(preregistration) if preregistration is not None else None,
+        "parts": [dict(p) for p in parts] if parts is not None else [],
         "notes": notes,
     }
     record = _jsonable(record)

@@ -108,11 +108,14 @@ def _reusable(nb_path: Path, res_path: Path, digest: str) -> str | None:
 
 def run_claim(claim: str, *, root: Path, preset: str = "cpu", overrides: dict[str, Any] | None = None,
               out_dir: Path | None = None, device: str = "auto", force: bool = False,
-              timeout: int | None = None, log_output: bool = False) -> RunOutcome:
+              timeout: int | None = None, log_output: bool = False, workers: int | None = None) -> RunOutcome:
     """Execute ``notebooks/<claim>.ipynb`` at ``preset`` with ``overrides`` through papermill.
 
     Parameters are validated first (:class:`~flatminima.params.ParameterError` before any
-    work). Returns a :class:`RunOutcome`; a failing notebook does not raise.
+    work). Returns a :class:`RunOutcome`; a failing notebook does not raise. Per-seed records
+    are cached under ``out_dir/seeds`` (see :mod:`flatminima.replicates`), so a run that was
+    interrupted, or re-run with more seeds, computes only the missing seeds; ``workers`` is the
+    number of processes the notebook runs seeds in (default: one per core).
     """
     import papermill as pm
 
@@ -139,6 +142,10 @@ def run_claim(claim: str, *, root: Path, preset: str = "cpu", overrides: dict[st
     nb_params = {k: v for k, v in parameters.items() if k in overrides or k == "preset"}
     if device != "auto":
         nb_params["device"] = device
+    # the per-seed cache outlives the staging folder; a relative path keeps the notebook portable
+    nb_params["cache_dir"] = os.path.relpath(out_dir / "seeds", stage)
+    if workers is not None:
+        nb_params["workers"] = int(workers)
     try:
         pm.execute_notebook(str(source), str(staged_nb), parameters=nb_params, kernel_name="python3",
                             # the kernel's folder, set without papermill's process-wide chdir (cwd=),
@@ -183,10 +190,12 @@ def run_claims(claims: list[str] | None = None, *, root: Path, preset: str = "cp
     claims = list(claims or CLAIMS)
     for claim in claims:  # validate everything first: fail before any training
         resolve(claim, preset, overrides)
+    # the cores are shared between the notebooks running at once
+    workers = max(1, (os.cpu_count() or 1) // max(1, min(jobs, len(claims))))
 
     def one(claim: str) -> RunOutcome:
         outcome = run_claim(claim, root=root, preset=preset, overrides=overrides, out_dir=out_dir,
-                            device=device, force=force, timeout=timeout)
+                            device=device, force=force, timeout=timeout, workers=workers)
         if on_done:
             on_done(outcome)
         return outcome
