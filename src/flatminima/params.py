@@ -233,13 +233,20 @@ class ClaimParams:
         seeds = parse_seeds(self.seeds)
         if "num_seeds" in hints:
             if seeds:
+                meta = self.__dataclass_fields__["num_seeds"].metadata
+                try:
+                    _check_bounds("num_seeds", len(seeds), meta)
+                except ParameterError:
+                    raise ParameterError(
+                        f"parameter 'seeds' has {len(seeds)} seeds; claim {self.CLAIM!r} takes between "
+                        f"{meta.get('low')} and {meta.get('high')} (the bounds of num_seeds)") from None
                 object.__setattr__(self, "num_seeds", len(seeds))
             else:
                 n = _coerce("num_seeds", self.num_seeds, int)
                 _check_bounds("num_seeds", n, self.__dataclass_fields__["num_seeds"].metadata)
                 seeds = tuple(range(n))
-        elif not seeds:
-            raise ParameterError(f"parameter 'seeds' is required for claim {self.CLAIM!r}")
+        elif not seeds:  # a claim without a seed count runs one replication, seed 0
+            seeds = (0,)
         object.__setattr__(self, "seeds", seeds)
         for f in dataclasses.fields(self):
             if f.name == "seeds":

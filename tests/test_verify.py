@@ -1,0 +1,186 @@
+"""`flatminima verify`: the two-sample check on constructed records, and end to end on a toy claim."""
+from __future__ import annotations
+
+import json
+import math
+import sys
+import textwrap
+
+import nbformat
+import numpy as np
+import pytest
+from nbformat.v4 import new_code_cell, new_notebook
+
+from flatminima import cli, presets, runner
+from flatminima.stats import statistic
+from flatminima.verify import compare_records, compare_statistic, rerun_overrides
+
+
+def record(verdict="reproduced", values=(1.0, 1.2, 0.9, 1.1, 1.0), scale="linear", parts=True):
+    x = np.asarray(values, dtype=float)
+    rec = {"claim": "toy", "verdict": verdict, "parameters": {}, "seeds": list(range(len(x))),
+           "headline": statistic("effect", np.log(x) if scale == "log" else x, scale=scale)}
+    if parts:
+        rec["parts"] = [{"name": "Part A", "outcome": verdict, "reason": "", "statistic": statistic("a", x)}]
+    return rec
+
+
+def test_identical_records_match():
+    checks = compare_records(record(), record())
+    assert checks and all(c.match for c in checks)
+    assert {c.what for c in checks} >= {"verdict", "Part A outcome", "effect", "Part A: a"}
+
+
+def test_another_verdict_or_part_outcome_is_a_mismatch():
+    a, b = record(), record(verdict="inconclusive")
+    bad = {c.what for c in compare_records(a, b) if not c.match}
+    assert {"verdict", "Part A outcome"} <= bad
+
+
+def test_an_independent_replication_within_noise_matches_and_a_shift_does_not():
+    rng = np.random.default_rng(0)
+    pub = record(values=rng.normal(1.0, 0.2, 10))
+    same = record(values=rng.normal(1.0, 0.2, 10))
+    shifted = record(values=rng.normal(2.0, 0.2, 10))
+    assert all(c.match for c in compare_records(pub, same))
+    assert not all(c.match for c in compare_records(pub, shifted) if c.what == "effect")
+
+
+def test_the_interval_is_welch_at_99_percent():
+    pub = {"value": 1.0, "se": 0.1, "n": 10, "scale": "linear"}
+    new = {"value": 1.5, "se": 0.2, "n": 5, "scale": "linear"}
+    d, half, ok = compare_statistic(pub, new)
+    df = (0.01 + 0.04) ** 2 / (0.01 ** 2 / 9 + 0.04 ** 2 / 4)
+    from scipy import stats as sps
+    assert d == pytest.approx(0.5)
+    assert half == pytest.approx(sps.t.ppf(0.995, df) * math.sqrt(0.05))
+    assert ok == (0.5 <= half)
+
+
+def test_log_scale_statistics_are_compared_as_log_ratios():
+    pub = record(values=(2.0, 2.2, 1.8, 2.1), scale="log")
+    new = record(values=(4.0, 4.4, 3.6, 4.2), scale="log")  # twice as large: log 2 apart, tiny se
+    head = [c for c in compare_records(pub, new) if c.what == "effect"][0]
+    assert not head.match and "(log)" in head.difference
+
+
+def test_deterministic_statistics_must_agree_exactly():
+    pub = {"value": 0.5, "se": 0.0, "n": 3}
+    assert compare_statistic(pub, {"value": 0.5, "se": 0.0, "n": 3})[2]
+    assert not compare_statistic(pub, {"value": 0.5001, "se": 0.0, "n": 3})[2]
+
+
+def test_a_statistic_missing_from_the_rerun_is_a_mismatch():
+    checks = compare_records(record(), record(parts=False))
+    assert not all(c.match for c in checks)
+
+
+# ----------------------------------------------------------------------------- end to end
+TOY_MODULE = '''
+from dataclasses import dataclass
+from typing import ClassVar
+import numpy as np
+from flatminima.params import ClaimParams, param
+from flatminima.stats import decide, statistic
+
+@dataclass(frozen=True)
+class Params(ClaimParams):
+    CLAIM: ClassVar[str] = "vtoy"
+    PRESETS: ClassVar[dict] = {"cpu": {"num_seeds": 8}}
+    num_seeds: int = param(8, "seeds", low=2, high=100)
+    effect: float = param(1.0, "true effect")
+
+def run_seed(params, seed, device):
+    return {"x": float(params.effect + np.random.default_rng(seed).normal(0, 0.3))}
+
+def aggregate(params, records):
+    x = [r["x"] for r in records]
+    d = decide(x, smallest_effect=0.2)
+    return d.outcome, statistic("effect", x)
+'''
+
+TOY_PARAMETERS = textwrap.dedent('''\
+    preset: str = "cpu"
+    num_seeds: int = None
+    seeds: str = None
+    effect: float = None
+    device: str = "auto"
+    show_progress: bool = False
+    results_dir: str = "results"
+    cache_dir: str = None
+    workers: int = None
+''')
+
+TOY_BODY = textwrap.dedent('''\
+    import vtoyclaim
+    from flatminima.replicates import cache_dir_for, run_seeds
+    from flatminima.results import make_record, write_results
+    params = vtoyclaim.Params.from_namespace(globals())
+    records = run_seeds(vtoyclaim.run_seed, params, cache_dir=cache_dir_for(results_dir, cache_dir), workers=1)
+    verdict, head = vtoyclaim.aggregate(params, records)
+    write_results(make_record(claim="vtoy", params=params, verdict=verdict, statistics={}, criterion="toy",
+                              seeds=list(params.seeds), runtime_s=0.1, device=device, headline=head,
+                              parts=[{"name": "Part A", "outcome": verdict, "reason": "", "statistic": head}]),
+                  results_dir)
+''')
+
+
+@pytest.fixture()
+def vtoy_root(tmp_path, monkeypatch):
+    (tmp_path / "_toc.yml").write_text("root: intro\n")
+    (tmp_path / "notebooks").mkdir()
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "vtoyclaim.py").write_text(TOY_MODULE)
+    nb = new_notebook(cells=[new_code_cell(TOY_PARAMETERS, metadata={"tags": ["parameters"]}),
+                             new_code_cell(f"import sys; sys.path.insert(0, {str(pkg)!r})\n" + TOY_BODY)])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, tmp_path / "notebooks" / "vtoy.ipynb")
+    monkeypatch.syspath_prepend(str(pkg))
+    monkeypatch.setitem(presets.CLAIMS, "vtoy", "vtoyclaim")
+    monkeypatch.setattr(runner, "package_source_hash", lambda: "pinned")
+    sys.modules.pop("vtoyclaim", None)
+    outcome = runner.run_claim("vtoy", root=tmp_path, preset="cpu", device="cpu")  # publish
+    assert outcome.status == "ran", outcome.error
+    return tmp_path
+
+
+def test_verify_passes_on_a_faithful_record_and_fails_on_an_edited_one(vtoy_root, capsys):
+    published = vtoy_root / "book" / "generated" / "results" / "vtoy.json"
+    before = published.read_text()
+    out = vtoy_root / "scratch"
+    assert cli.main(["verify", "vtoy", "--root", str(vtoy_root), "--out", str(out), "--jobs", "1"]) == 0
+    assert "match" in capsys.readouterr().out
+    assert published.read_text() == before  # verify never writes over the book
+
+    rec = json.loads(before)
+    rec["verdict"] = "not reproduced"
+    published.write_text(json.dumps(rec))
+    assert cli.main(["verify", "vtoy", "--root", str(vtoy_root), "--out", str(out), "--jobs", "1"]) == 1
+    captured = capsys.readouterr()
+    assert "MISMATCH" in captured.out and "MISMATCH" in captured.err
+
+
+def test_verify_with_disjoint_seeds_reexecutes_them(vtoy_root, capsys):
+    out = vtoy_root / "scratch"
+    assert cli.main(["verify", "vtoy", "--root", str(vtoy_root), "--out", str(out), "--seeds-from", "1000",
+                     "--jobs", "1"]) == 0
+    rerun = json.loads((out / "results" / "vtoy.json").read_text())
+    assert rerun["seeds"] == list(range(1000, 1008))
+    assert "disjoint seeds from 1000" in capsys.readouterr().out
+
+
+def test_verify_refuses_to_write_into_the_book_and_needs_a_published_record(vtoy_root, capsys):
+    book = vtoy_root / "book" / "generated"
+    assert cli.main(["verify", "vtoy", "--root", str(vtoy_root), "--out", str(book)]) == 2
+    assert "scratch folder" in capsys.readouterr().err
+    assert cli.main(["verify", "vtoy", "--root", str(vtoy_root), "--preset", "smoke"]) == 2
+    assert "no published smoke-preset record" in capsys.readouterr().err
+
+
+def test_rerun_overrides_recreate_the_published_parameters():
+    pub = {"claim": "sharp-minima", "seeds": [0, 1, 2],
+           "parameters": {**presets.resolve("sharp-minima", "cpu").to_dict(), "lr": 0.002}}
+    assert rerun_overrides(pub, "cpu", None) == {"lr": 0.002}
+    shifted = rerun_overrides(pub, "cpu", 1000)
+    assert shifted["seeds"] == [1000, 1001, 1002] and shifted["lr"] == 0.002 and "num_seeds" not in shifted
