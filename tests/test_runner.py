@@ -73,8 +73,7 @@ TOY_BODY = textwrap.dedent('''\
         pathlib.Path(cache_dir, "toy", "seed-0-done.json").write_text("{}")
     if params.child:  # a stand-in for a seed worker: it does not die with its parent by itself
         proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
-        pathlib.Path(os.environ["TOY_CHILD_PID_FILE"]).write_text(str(proc.pid))
-        pathlib.Path(os.environ["TOY_CHILD_PID_FILE"] + ".kernel").write_text(str(os.getpid()))
+        pathlib.Path(os.environ["TOY_CHILD_DIR"], str(os.getpid())).write_text(str(proc.pid))
     time.sleep(params.sleep)
     if params.bad_record:
         pathlib.Path(results_dir).mkdir(exist_ok=True)
