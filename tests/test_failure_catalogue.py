@@ -63,7 +63,7 @@ def add_claim(root: Path, monkeypatch, name: str, body_edit=lambda s: s) -> None
     """A second toy claim ``name`` (same parameters), its notebook body edited by ``body_edit``."""
     nb = nbformat.read(root / "notebooks" / "toy.ipynb", as_version=4)
     nb.cells[1].source = body_edit(nb.cells[1].source.replace('claim="toy"', f'claim="{name}"')
-                                   .replace('"toy.json"', f'"{name}.json"').replace('"toy", "seed', f'"{name}", "seed'))
+                                   .replace('"toy.json"', f'"{name}.json"').replace('cache_dir, "toy"', f'cache_dir, "{name}"'))
     nbformat.write(nb, root / "notebooks" / f"{name}.ipynb")
     monkeypatch.setitem(presets.CLAIMS, name, "toyclaim")
 

@@ -186,3 +186,28 @@ def test_parallel_runs_each_write_in_their_own_folder(toy_root, monkeypatch):
     for claim in ("toy", "toy2"):
         assert json.loads((out / "results" / f"{claim}.json").read_text())["claim"] == claim
     assert not (out / ".staging").exists() or not any((out / ".staging").iterdir())
+
+
+def test_lock_is_reentrant_in_one_process_and_released_after(tmp_path):
+    from flatminima.lock import LOCK_NAME, out_lock
+
+    with out_lock(tmp_path / "o"):
+        with out_lock(tmp_path / "o"):  # run_claims takes it, then run_claim again
+            pass
+        info = json.loads((tmp_path / "o" / LOCK_NAME).read_text())
+        assert info["pid"] == __import__("os").getpid()
+    assert (tmp_path / "o" / LOCK_NAME).read_text() == ""  # released: nobody is named as holder
+    with out_lock(tmp_path / "o"):
+        pass
+
+
+def test_empty_tuple_is_accepted_where_the_default_is_empty(toy_root, monkeypatch):
+    from flatminima.runner import check_params
+
+    params = check_params("toy", "smoke", {"seeds": [3, 4]})
+    assert params.seeds == (3, 4)
+    with pytest.raises(presets.ParameterError, match="'widths' needs at least one value"):
+        check_params("toy", "smoke", {"widths": []})
+    cls = presets.params_class("toy")
+    monkeypatch.setitem(cls.PRESETS, "smoke", {**cls.PRESETS["smoke"], "widths": ()})
+    assert check_params("toy", "smoke", {"widths": []}).widths == ()  # a preset uses (): meaningful

@@ -3,7 +3,9 @@
 A results file is the machine-readable record of a run: what was run (claim, preset,
 parameters, seeds, device, versions), what came out (``statistics``, with confidence
 intervals over seeds), the criterion in words and the verdict computed from the data.
-The dashboard page of the book is generated from these files.
+The dashboard page of the book is generated from these files. Every record is checked
+against :data:`RESULTS_SCHEMA` (JSON Schema, types included) when it is written and when it
+is read, so a record of the wrong shape is an error with the field's name, never a crash later.
 
 Files are written to a temporary file in the same folder, flushed to disk and renamed
 over the target (:func:`os.replace` is atomic on POSIX), so an interrupted run never leaves

@@ -497,16 +497,28 @@ class _Signals:
         _stop.set()
         stop_kernels()
 
+    @staticmethod
+    def _quiet_after_stop(record) -> bool:  # noqa: ARG004
+        return not _stop.is_set()  # no "Kernel died ..." log lines from the kernels a stop killed
+
     def __enter__(self) -> "_Signals":
+        import logging
+
         _stop.clear()
+        for name in ("papermill", "nbclient", "traitlets"):
+            logging.getLogger(name).addFilter(self._quiet_after_stop)
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self._old[sig] = signal.signal(sig, self._handle)
         return self
 
     def __exit__(self, *exc) -> None:
+        import logging
+
         for sig, old in self._old.items():
             signal.signal(sig, old)
+        for name in ("papermill", "nbclient", "traitlets"):
+            logging.getLogger(name).removeFilter(self._quiet_after_stop)
 
 
 def run_claims(claims: list[str] | None = None, *, root: Path, preset: str = "cpu",
