@@ -174,6 +174,7 @@ def test_case2_signal_stops_all_kernels_keeps_finished_work_and_exits(toy_root, 
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == code, (stdout, stderr)
+    print(f"stopped by {signal.Signals(signum).name} in {took:.1f} s")
     assert took < 20, f"stopping took {took:.1f} s"
     lines = [ln for ln in stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "Traceback" not in stderr, stderr
