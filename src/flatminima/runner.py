@@ -572,3 +572,9 @@ def run_claims(claims: list[str] | None = None, *, root: Path, preset: str = "cp
 def _leftover_connection_files() -> list[str]:
     with _kernels_guard:
         return [f for f in _kernels.values() if f]
+
+
+stop_on_signals = _Signals
+"""``with stop_on_signals() as sig:`` around a batch of :func:`run_claim` calls in threads (as
+``flatminima verify`` makes): SIGINT/SIGTERM then kill the running kernels; ``sig.signum`` says
+which signal came (None if none)."""
