@@ -67,3 +67,40 @@ def test_interrupted_first_write_leaves_no_file(tmp_path, monkeypatch):
 def test_infinite_values_become_strings():
     rec = record(statistics={"big": math.inf})
     assert rec["statistics"]["big"] == "inf"
+
+
+@pytest.mark.parametrize("value, message", [
+    (None, "must be a JSON object, got NoneType"),
+    (42, "must be a JSON object, got int"),
+    ({}, "lacks keys: claim"),
+])
+def test_records_of_the_wrong_shape_are_rejected_with_a_message(value, message):
+    with pytest.raises(ValueError, match=message):
+        results.validate_results(value)
+
+
+@pytest.mark.parametrize("field, value, where", [
+    ("runtime_s", "12", "runtime_s: '12' is not of type 'number'"),
+    ("seeds", [0, "1"], "seeds/1: '1' is not of type 'integer'"),
+    ("headline", {"label": "x", "value": "big"}, "headline/value"),
+    ("parts", [{"name": "A", "outcome": "kinda"}], "parts/0/outcome"),
+    ("inputs_hash", "abc", "inputs_hash: 'abc' does not match"),
+    ("versions", {"torch": 2}, "versions/torch"),
+])
+def test_field_types_are_checked_by_the_schema(field, value, where):
+    rec = record()
+    rec[field] = value
+    with pytest.raises(ValueError, match=where.replace("/", "/").replace("(", r"\(")):
+        results.validate_results(rec)
+
+
+def test_schema_accepts_what_make_record_writes_and_older_records_without_new_fields(tmp_path):
+    rec = record(headline={"label": "x", "value": 1.0, "ci_low": 0.5, "ci_high": 1.5, "se": 0.2, "n": 3,
+                           "scale": "log", "paper": "p"},
+                 parts=[{"name": "A", "outcome": "reproduced", "reason": "r", "statistic": {"value": math.inf}}])
+    results.validate_results(rec)
+    rec["inputs_hash"] = "0" * 64
+    results.validate_results(rec)
+    for key in ("provenance", "preregistration", "parts", "headline", "schema_version", "notes", "inputs_hash"):
+        rec.pop(key)
+    results.validate_results(rec)  # a record from before those fields existed

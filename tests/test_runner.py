@@ -18,7 +18,9 @@ from flatminima.runner import find_root, inputs_hash, run_claim
 TOY_MODULE = '''
 from dataclasses import dataclass
 from typing import ClassVar
-from flatminima.params import ClaimParams, param
+from flatminima.params import ClaimParams, ParameterError, param
+
+DATASET_SIZE = 100
 
 @dataclass(frozen=True)
 class Params(ClaimParams):
@@ -27,6 +29,17 @@ class Params(ClaimParams):
     value: float = param(2.0, "a number", low=0.0)
     sleep: float = param(0.0, "seconds to sleep before writing results", low=0.0)
     explode: bool = param(False, "raise after validation")
+    num_seeds: int = param(1, "number of seeds", low=1)
+    widths: tuple[int, ...] = param((4, 4), "hidden widths", low=1)
+    rate: float = param(0.1, "a rate", low=0.0, low_inclusive=False, high=1.0)
+    batch_size: int = param(10, "minibatch size (at most the dataset size)", low=1)
+    child: bool = param(False, "start a child process (a stand-in for a seed worker) before sleeping")
+    bad_record: str = param("", "write this JSON text as the results file instead of a record")
+
+    def validate_data(self) -> None:
+        if self.batch_size > DATASET_SIZE:
+            raise ParameterError(f"parameter 'batch_size' ({self.batch_size}) exceeds the training set "
+                                 f"({DATASET_SIZE} samples)")
 '''
 
 TOY_PARAMETERS = textwrap.dedent('''\
@@ -34,22 +47,41 @@ TOY_PARAMETERS = textwrap.dedent('''\
     value: float = None
     sleep: float = None
     explode: bool = None
+    num_seeds: int = None
+    seeds: list = None
+    widths: list = None
+    rate: float = None
+    batch_size: int = None
+    child: bool = None
+    bad_record: str = None
     device: str = "auto"
     show_progress: bool = False
     results_dir: str = "results"
+    cache_dir: str = None
+    workers: int = None
 ''')
 
 TOY_BODY = textwrap.dedent('''\
-    import time
+    import os, pathlib, subprocess, sys, time
     import toyclaim
     from flatminima.results import make_record, write_results
     params = toyclaim.Params.from_namespace(globals())
     if params.explode:
         raise RuntimeError("the toy claim exploded on purpose")
+    if cache_dir:  # a finished seed, as flatminima.replicates caches it
+        pathlib.Path(cache_dir, "toy").mkdir(parents=True, exist_ok=True)
+        pathlib.Path(cache_dir, "toy", "seed-0-done.json").write_text("{}")
+    if params.child:  # a stand-in for a seed worker: it does not die with its parent by itself
+        proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+        pathlib.Path(os.environ["TOY_CHILD_DIR"], str(os.getpid())).write_text(str(proc.pid))
     time.sleep(params.sleep)
-    write_results(make_record(claim="toy", params=params, verdict="inconclusive",
-                              statistics={"value": params.value}, criterion="none", seeds=[0],
-                              runtime_s=0.0, device=device), results_dir)
+    if params.bad_record:
+        pathlib.Path(results_dir).mkdir(exist_ok=True)
+        pathlib.Path(results_dir, "toy.json").write_text(params.bad_record)
+    else:
+        write_results(make_record(claim="toy", params=params, verdict="inconclusive",
+                                  statistics={"value": params.value}, criterion="none", seeds=[0],
+                                  runtime_s=0.0, device=device), results_dir)
 ''')
 
 
@@ -103,8 +135,9 @@ def test_interrupted_run_leaves_no_results_json(toy_root):
     outcome = run_claim("toy", root=toy_root, preset="smoke", overrides={"sleep": 30.0}, out_dir=out,
                         device="cpu", timeout=3)
     assert outcome.status == "failed"
+    assert "ran longer than the per-cell timeout of 3 s" in outcome.error
     assert not (out / "results" / "toy.json").exists()
-    assert not list(out.rglob("*.json"))
+    assert not [p for p in out.rglob("*.json") if "seeds" not in p.parts]  # finished seeds stay cached
 
 
 def test_bad_parameter_fails_before_any_execution(toy_root):
@@ -153,3 +186,28 @@ def test_parallel_runs_each_write_in_their_own_folder(toy_root, monkeypatch):
     for claim in ("toy", "toy2"):
         assert json.loads((out / "results" / f"{claim}.json").read_text())["claim"] == claim
     assert not (out / ".staging").exists() or not any((out / ".staging").iterdir())
+
+
+def test_lock_is_reentrant_in_one_process_and_released_after(tmp_path):
+    from flatminima.lock import LOCK_NAME, out_lock
+
+    with out_lock(tmp_path / "o"):
+        with out_lock(tmp_path / "o"):  # run_claims takes it, then run_claim again
+            pass
+        info = json.loads((tmp_path / "o" / LOCK_NAME).read_text())
+        assert info["pid"] == __import__("os").getpid()
+    assert (tmp_path / "o" / LOCK_NAME).read_text() == ""  # released: nobody is named as holder
+    with out_lock(tmp_path / "o"):
+        pass
+
+
+def test_empty_tuple_is_accepted_where_the_default_is_empty(toy_root, monkeypatch):
+    from flatminima.runner import check_params
+
+    params = check_params("toy", "smoke", {"seeds": [3, 4]})
+    assert params.seeds == (3, 4)
+    with pytest.raises(presets.ParameterError, match="'widths' needs at least one value"):
+        check_params("toy", "smoke", {"widths": []})
+    cls = presets.params_class("toy")
+    monkeypatch.setitem(cls.PRESETS, "smoke", {**cls.PRESETS["smoke"], "widths": ()})
+    assert check_params("toy", "smoke", {"widths": []}).widths == ()  # a preset uses (): meaningful

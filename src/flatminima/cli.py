@@ -22,22 +22,59 @@ from .params import PRESET_NAMES, RUN_CONTROLS, ParameterError
 from .presets import CLAIMS, params_class
 
 
-def _parse_value(text: str) -> Any:
-    """YAML scalar/list parsing: ``64`` -> int, ``0.1`` -> float, ``[64, 64]`` -> list, ``mnist`` -> str."""
+SET_BY_COMMAND = ("preset", "results_dir", "show_progress", "cache_dir", "workers")
+"""Run controls that the command sets itself (``--preset``, ``--out``, ``--jobs``); ``-p`` refuses them."""
+
+
+def _parse_value(text: str, name: str = "VALUE") -> Any:
+    """YAML scalar/list parsing: ``64`` -> int, ``0.1`` -> float, ``[64, 64]`` -> list, ``mnist`` -> str.
+
+    Text that is not valid YAML (``[32, 32``) is an error, not silently a string.
+    """
     try:
         return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise ParameterError(f"-p {name} {text!r} is not a valid YAML value ({problem}); write a list as "
+                             f"[32, 64], and quote a string that YAML cannot read: '\"{text}\"'") from None
 
 
 def _overrides(pairs: list[list[str]] | None) -> dict[str, Any]:
     out = {}
     for name, value in pairs or []:
-        if name in ("preset", "results_dir", "show_progress", "cache_dir", "workers"):
+        if name in SET_BY_COMMAND:
             raise ParameterError(f"parameter {name!r} is set by the command itself "
                                  f"(use --preset / --out / --jobs); it cannot be passed with -p")
-        out[name] = _parse_value(value)
+        out[name] = _parse_value(value, name)
     return out
+
+
+def _settable(claim: str) -> list[str]:
+    """What ``-p`` accepts for ``claim``: its parameters (not the preset) and ``device``."""
+    return sorted({*params_class(claim).field_names(), "device"} - set(SET_BY_COMMAND))
+
+
+def _check_names(claims: list[str], overrides: dict[str, Any]) -> None:
+    import difflib
+
+    for claim in claims:
+        allowed = _settable(claim)
+        for name in overrides:
+            if name not in allowed:
+                hint = difflib.get_close_matches(name, allowed, n=1)
+                extra = f" Did you mean {hint[0]!r}?" if hint else ""
+                raise ParameterError(f"unknown parameter {name!r} for claim {claim!r}.{extra} "
+                                     f"Allowed parameters: {', '.join(allowed)}")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive int, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive int (1 or more), got {value}")
+    return value
 
 
 def _check_claims(claims: list[str]) -> list[str]:
@@ -58,32 +95,57 @@ def cmd_list(args: argparse.Namespace) -> int:
             print(f"      {presets}")
         for name in ("device",):
             print(f"  {name}: str  {RUN_CONTROLS[name]}")
+        if any(row["type"].startswith("tuple") for row in cls.describe()):
+            print("  (tuple parameters take a YAML list, -p NAME \"[32, 64]\"; a single value, -p NAME 32, "
+                  "becomes the 1-tuple (32,))")
         print()
     return 0
 
 
+def _validated(claims: list[str], preset: str, overrides: dict[str, Any], device: str) -> None:
+    """Every check that needs no kernel: names, values, empty tuples, dataset bounds, the device."""
+    from .runner import check_device, check_params
+
+    _check_names(claims, overrides)
+    for claim in claims:
+        check_params(claim, preset, overrides)
+    check_device(device)
+
+
+def _run_batch(claims, *, root, preset, overrides, out, device, force, jobs, timeout):
+    """Validate, check the output folder, then run; prints one line per claim."""
+    from .runner import check_writable, run_claims
+
+    _validated(claims, preset, overrides, device)
+    check_writable(out if out is not None else Path(root) / "book" / "generated")
+    return run_claims(claims, root=root, preset=preset, overrides=overrides, out_dir=out, device=device,
+                      force=force, jobs=jobs, timeout=timeout, on_done=lambda o: print(o.line(), flush=True))
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    from .runner import find_root, run_claims
+    from .runner import find_root
 
     claims = _check_claims(args.claims)
     overrides = _overrides(args.param)
     device = overrides.pop("device", args.device)
+    if not isinstance(device, str):
+        raise ParameterError(f"-p device must be a string (auto, cpu, cuda, cuda:N), got {device!r}")
+    _validated(claims, args.preset, overrides, device)  # before looking for the project or the folder
     root = find_root(args.root)
     out = Path(args.out).resolve() if args.out else None
-    outcomes = run_claims(claims, root=root, preset=args.preset, overrides=overrides, out_dir=out,
-                          device=device, force=args.force, jobs=args.jobs, timeout=args.timeout,
-                          on_done=lambda o: print(o.line(), flush=True))
+    outcomes = _run_batch(claims, root=root, preset=args.preset, overrides=overrides, out=out, device=device,
+                          force=args.force, jobs=args.jobs, timeout=args.timeout)
     return 1 if any(o.status == "failed" for o in outcomes) else 0
 
 
 def cmd_book(args: argparse.Namespace) -> int:
     from .book import build_book
-    from .runner import find_root, run_claims
+    from .runner import find_root
 
     root = find_root(args.root)
     t0 = time.perf_counter()
-    outcomes = run_claims(None, root=root, preset=args.preset, device=args.device, jobs=args.jobs,
-                          on_done=lambda o: print(o.line(), flush=True))
+    outcomes = _run_batch(list(CLAIMS), root=root, preset=args.preset, overrides={}, out=None,
+                          device=args.device, force=False, jobs=args.jobs, timeout=None)
     if any(o.status == "failed" for o in outcomes):
         print("not building the book: a chapter failed (see above)", file=sys.stderr)
         return 1
@@ -134,16 +196,16 @@ def build_parser() -> argparse.ArgumentParser:
                      help="override one parameter (YAML value: 64, 0.1, [64, 64], mnist)")
     run.add_argument("--out", help="folder for executed notebooks and results (default: book/generated)")
     run.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    run.add_argument("--jobs", type=int, default=default_jobs, help="notebooks run at once (separate processes)")
+    run.add_argument("--jobs", type=_positive_int, default=default_jobs, help="notebooks run at once (separate processes)")
     run.add_argument("--force", action="store_true", help="re-run even when inputs are unchanged")
-    run.add_argument("--timeout", type=int, default=None, help="per-cell timeout in seconds")
+    run.add_argument("--timeout", type=_positive_int, default=None, help="per-cell timeout in seconds")
     run.add_argument("--root", help="project root (default: found from the current folder)")
     run.set_defaults(func=cmd_run)
 
     book = sub.add_parser("book", help="run the claims (reusing current runs) and build the book")
     book.add_argument("--preset", default="cpu", choices=PRESET_NAMES)
     book.add_argument("--device", default="auto")
-    book.add_argument("--jobs", type=int, default=default_jobs)
+    book.add_argument("--jobs", type=_positive_int, default=default_jobs)
     book.add_argument("--root")
     book.set_defaults(func=cmd_book)
 
@@ -154,18 +216,28 @@ def build_parser() -> argparse.ArgumentParser:
                      help="re-execute with the disjoint seeds K, K+1, ... (as many as the published record has)")
     ver.add_argument("--out", help="scratch folder for the re-runs (default: a new temporary folder)")
     ver.add_argument("--device", default="auto")
-    ver.add_argument("--jobs", type=int, default=default_jobs)
-    ver.add_argument("--timeout", type=int, default=None, help="per-cell timeout in seconds")
+    ver.add_argument("--jobs", type=_positive_int, default=default_jobs)
+    ver.add_argument("--timeout", type=_positive_int, default=None, help="per-cell timeout in seconds")
     ver.add_argument("--root")
     ver.set_defaults(func=cmd_verify)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Entry point. Exit codes: 0 ok, 1 a claim failed, 2 bad input or an unusable folder (nothing
+    was run), 128 + signal number when stopped by SIGINT (130) or SIGTERM (143)."""
+    from .runner import Interrupted
+
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ParameterError, FileNotFoundError, RuntimeError, ValueError) as exc:
+    except Interrupted as stop:
+        print(f"flatminima: {stop.line()}", file=sys.stderr, flush=True)
+        return stop.exit_code
+    except KeyboardInterrupt:
+        print("flatminima: interrupted before any notebook started; nothing was changed", file=sys.stderr)
+        return 130
+    except (ParameterError, FileNotFoundError, RuntimeError, ValueError, OSError) as exc:
         print(f"flatminima: error: {exc}", file=sys.stderr)
         return 2
 

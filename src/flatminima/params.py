@@ -199,18 +199,20 @@ def _check_bounds(name: str, value: Any, meta: Mapping[str, Any]) -> None:
             extra = f" (did you mean {hint[0]!r}?)" if hint else ""
             raise ParameterError(
                 f"parameter {name!r} got {v!r}; allowed values: {', '.join(map(repr, choices))}{extra}")
-        if low is not None and v is not None:
-            bad = v < low if meta.get("low_inclusive", True) else v <= low
-            if bad:
-                op = ">=" if meta.get("low_inclusive", True) else ">"
-                rng = f"{op} {low}" + (f" and <= {high}" if high is not None else "")
-                raise ParameterError(f"parameter {name!r} must be {rng}, got {v!r}")
-        if high is not None and v is not None:
-            bad = v > high if meta.get("high_inclusive", True) else v >= high
-            if bad:
-                op = "<=" if meta.get("high_inclusive", True) else "<"
-                rng = (f">= {low} and " if low is not None else "") + f"{op} {high}"
-                raise ParameterError(f"parameter {name!r} must be {rng}, got {v!r}")
+        low_bad = low is not None and v is not None and (v < low if meta.get("low_inclusive", True) else v <= low)
+        high_bad = high is not None and v is not None and (v > high if meta.get("high_inclusive", True) else v >= high)
+        if low_bad or high_bad:
+            raise ParameterError(f"parameter {name!r} must be {_range_text(meta)}, got {v!r}")
+
+
+def _range_text(meta: Mapping[str, Any]) -> str:
+    """The accepted range in words, each bound with its own inclusiveness: ``> 0.0 and <= 10.0``."""
+    parts = []
+    if meta.get("low") is not None:
+        parts.append(f"{'>=' if meta.get('low_inclusive', True) else '>'} {meta['low']}")
+    if meta.get("high") is not None:
+        parts.append(f"{'<=' if meta.get('high_inclusive', True) else '<'} {meta['high']}")
+    return " and ".join(parts)
 
 
 @dataclasses.dataclass(frozen=True)

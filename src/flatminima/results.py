@@ -3,7 +3,9 @@
 A results file is the machine-readable record of a run: what was run (claim, preset,
 parameters, seeds, device, versions), what came out (``statistics``, with confidence
 intervals over seeds), the criterion in words and the verdict computed from the data.
-The dashboard page of the book is generated from these files.
+The dashboard page of the book is generated from these files. Every record is checked
+against :data:`RESULTS_SCHEMA` (JSON Schema, types included) when it is written and when it
+is read, so a record of the wrong shape is an error with the field's name, never a crash later.
 
 Files are written to a temporary file in the same folder, flushed to disk and renamed
 over the target (:func:`os.replace` is atomic on POSIX), so an interrupted run never leaves
@@ -140,15 +142,79 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return path
 
 
-def validate_results(record: Mapping[str, Any]) -> None:
-    """Raise ValueError if ``record`` lacks a required key or has an unknown verdict."""
+_NUMBER: dict[str, Any] = {"anyOf": [{"type": "number"}, {"type": "null"}, {"enum": ["inf", "-inf"]}]}
+"""A number as :func:`_jsonable` writes it: finite float, None for NaN, ``"inf"``/``"-inf"``."""
+_STATISTIC: dict[str, Any] = {
+    "type": "object",
+    "properties": {"label": {"type": "string"}, "value": _NUMBER, "ci_low": _NUMBER, "ci_high": _NUMBER,
+                   "se": _NUMBER, "n": {"type": ["integer", "null"], "minimum": 0},
+                   "scale": {"enum": ["linear", "log"]}, "paper": {"type": "string"}},
+}
+RESULTS_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "title": "flatminima results record",
+    "type": "object",
+    "required": list(REQUIRED_KEYS),
+    "properties": {
+        "schema_version": {"type": "integer", "minimum": 1},
+        "claim": {"type": "string", "pattern": "^[a-z0-9][a-z0-9-]*$"},
+        "preset": {"type": ["string", "null"]},
+        "parameters": {"type": "object"},
+        "verdict": {"enum": list(VERDICTS)},
+        "criterion": {"type": "string"},
+        "statistics": {"type": "object"},
+        "headline": _STATISTIC,
+        "seeds": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+        "runtime_s": {"type": "number", "minimum": 0},
+        "device": {"type": "string"},
+        "versions": {"type": "object", "additionalProperties": {"type": "string"}},
+        "provenance": {"type": ["object", "null"]},
+        "preregistration": {"type": ["object", "null"]},
+        "parts": {"type": "array", "items": {
+            "type": "object", "required": ["name", "outcome"],
+            "properties": {"name": {"type": "string"}, "outcome": {"enum": list(VERDICTS)},
+                           "reason": {"type": "string"}, "statistic": _STATISTIC}}},
+        "notes": {"type": "string"},
+        "inputs_hash": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+    },
+}
+"""JSON Schema (draft 2020-12) of a results record: checked when a record is written and when it is read.
+
+``inputs_hash`` is stamped by :mod:`flatminima.runner` when it publishes a run: the hash of the
+notebook, parameters and library source that produced the record.
+"""
+
+_validator = None
+
+
+def _schema_validator():
+    global _validator
+    if _validator is None:
+        from jsonschema import Draft202012Validator
+
+        Draft202012Validator.check_schema(RESULTS_SCHEMA)
+        _validator = Draft202012Validator(RESULTS_SCHEMA)
+    return _validator
+
+
+def validate_results(record: Any) -> None:
+    """Raise ValueError unless ``record`` matches :data:`RESULTS_SCHEMA` (keys, types, verdicts).
+
+    The message names the first offending field, e.g. ``runtime_s: 'abc' is not of type 'number'``.
+    """
+    if not isinstance(record, Mapping):
+        raise ValueError(f"a results record must be a JSON object, got {type(record).__name__} {record!r:.60}")
     missing = [k for k in REQUIRED_KEYS if k not in record]
     if missing:
         raise ValueError(f"results record lacks keys: {', '.join(missing)}")
     if record["verdict"] not in VERDICTS:
         raise ValueError(f"verdict must be one of {VERDICTS}, got {record['verdict']!r}")
-    if not isinstance(record["statistics"], Mapping):
-        raise ValueError("statistics must be a mapping of named numbers")
+    errors = sorted(_schema_validator().iter_errors(dict(record)), key=lambda e: list(map(str, e.absolute_path)))
+    if errors:
+        e = errors[0]
+        where = "/".join(map(str, e.absolute_path)) or "record"
+        more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
+        raise ValueError(f"results record does not match the schema at {where}: {e.message}{more}")
 
 
 def make_record(*, claim: str, params: Any, verdict: str, statistics: Mapping[str, Any],
@@ -197,8 +263,14 @@ def write_results(record: Mapping[str, Any], results_dir: str | os.PathLike) -> 
 
 
 def read_results(path: str | os.PathLike) -> dict[str, Any]:
-    """Read and validate one results JSON."""
+    """Read and validate one results JSON (ValueError naming the file if it is not a valid record)."""
     with open(path, encoding="utf-8") as fh:
-        record = json.load(fh)
-    validate_results(record)
+        try:
+            record = json.load(fh)
+        except ValueError as exc:
+            raise ValueError(f"{path} is not valid JSON: {exc}") from None
+    try:
+        validate_results(record)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
     return record

@@ -1,24 +1,39 @@
 """Execute claim notebooks with papermill, reusing runs whose inputs have not changed.
 
-A run of claim ``c`` writes, under ``out_dir``:
+A run of claim ``c`` publishes, under ``out_dir``:
 
+* ``results/c.json``: the results record written by the notebook, stamped with the run's
+  ``inputs_hash`` and checked against :data:`flatminima.results.RESULTS_SCHEMA`;
 * ``c.ipynb``: the executed notebook (the book's chapter), with ``metadata.flatminima``
-  recording the inputs hash, the parameters and the verdict;
-* ``results/c.json``: the results record written by the notebook.
+  recording the inputs hash, the parameters, the verdict and ``results_sha256``, the SHA-256
+  of the results file published with it.
 
-Both are produced in a staging folder and moved into place only when the notebook finished
-without error, so a failed or interrupted run never replaces a good result with a partial
-one; the failed notebook is kept under ``out_dir/failed/`` for inspection.
+**One unit.** Both files are produced in a staging folder, and moved into place only when the
+notebook finished without error: the JSON first, the notebook last. The notebook is the commit
+point: it names the hash of its JSON, so a pair that does not belong together (a crash between
+the two renames, a JSON copied in from another run or edited by hand, a JSON of the wrong shape)
+is detected by :func:`check_published` and re-run, never reused; an error between the two
+renames puts the previous JSON back. A failed or interrupted run never replaces a good result;
+a failed notebook is kept under ``out_dir/failed/`` for inspection until a later good run.
 
-The inputs hash covers the source notebook's cells, the resolved parameters, the package
-version and the package's source files: change any of them and the run is redone.
+**Inputs.** The inputs hash covers the source notebook's cells, the resolved parameters, the
+device, the package version and the package's source files: change any of them and the run is redone.
+
+**One run per folder.** :func:`flatminima.lock.out_lock` keeps a second process out of a busy
+``out_dir``. **Stopping.** SIGINT (Ctrl-C) and SIGTERM kill every running kernel's process group
+(the kernel and the seed workers it spawned) within seconds; finished claims and cached seeds
+stay, and :func:`run_claims` raises :class:`Interrupted` saying what finished and what was stopped.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
 import shutil
+import signal
+import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -28,8 +43,10 @@ from typing import Any
 import nbformat
 
 from . import __version__
-from .presets import CLAIMS, resolve
-from .results import read_results
+from .lock import out_lock
+from .params import PRESET_NAMES, ParameterError
+from .presets import CLAIMS, params_class, resolve
+from .results import read_results, validate_results
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -39,17 +56,21 @@ class RunOutcome:
     """How one claim's run ended."""
 
     claim: str
-    status: str  # "ran", "reused" or "failed"
+    status: str  # "ran", "reused", "failed" or "stopped"
     verdict: str | None
     notebook: Path | None
     results: Path | None
     seconds: float
     error: str = ""
+    note: str = ""  # why a published run was not reused although its inputs hash matched
 
     def line(self) -> str:
+        note = f" [{self.note}]" if self.note else ""
         if self.status == "failed":
-            return f"{self.claim}: FAILED after {self.seconds:.0f} s: {self.error}"
-        return f"{self.claim}: {self.verdict} ({self.status}, {self.seconds:.1f} s) -> {self.results}"
+            return f"{self.claim}: FAILED after {self.seconds:.0f} s: {self.error}{note}"
+        if self.status == "stopped":
+            return f"{self.claim}: stopped after {self.seconds:.0f} s ({self.error or 'interrupted'})"
+        return f"{self.claim}: {self.verdict} ({self.status}, {self.seconds:.1f} s) -> {self.results}{note}"
 
 
 def find_root(start: str | os.PathLike | None = None) -> Path:
@@ -92,51 +113,315 @@ def inputs_hash(notebook: Path, parameters: dict[str, Any]) -> str:
     return h.hexdigest()
 
 
-def _reusable(nb_path: Path, res_path: Path, digest: str) -> str | None:
-    """The stored verdict if the executed notebook and results match ``digest``, else None."""
-    if not (nb_path.is_file() and res_path.is_file()):
-        return None
+# ----------------------------------------------------------------------------- validation
+def check_device(device: str) -> str:
+    """``device`` if torch in this process can use it; ParameterError (what to pass instead) otherwise."""
+    if not isinstance(device, str) or not (device in ("auto", "cpu", "cuda")
+                                           or (device.startswith("cuda:") and device[5:].isdigit())):
+        raise ParameterError(f"--device must be one of auto, cpu, cuda, cuda:N; got {device!r}")
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ParameterError(f"--device {device} was asked for but torch sees no CUDA GPU here "
+                                 "(torch.cuda.is_available() is False); use --device cpu or auto")
+        count = torch.cuda.device_count()
+        if ":" in device and int(device[5:]) >= count:
+            raise ParameterError(f"--device {device}: torch sees {count} CUDA device(s), "
+                                 f"cuda:0 to cuda:{count - 1}")
+    return device
+
+
+def _is_empty_sequence(value: Any) -> bool:
+    return isinstance(value, (tuple, list)) and len(value) == 0
+
+
+def check_params(claim: str, preset: str = "cpu", overrides: dict[str, Any] | None = None):
+    """Everything about a claim's parameters that can be checked before a kernel starts.
+
+    The claim's own validation (:meth:`~flatminima.params.ClaimParams.from_preset`), then:
+    a tuple parameter must not be empty unless its default or a preset is empty (an empty
+    tuple is then meaningful, e.g. "no sweep"); then the optional hook
+    ``Params.validate_data()``, where a claim checks bounds that depend on its dataset (a batch
+    larger than the training set) cheaply, without loading the data.
+    """
+    cls = params_class(claim)
+    params = resolve(claim, preset, overrides)
+    for f in dataclasses.fields(cls):
+        if f.name == "seeds" or not _is_empty_sequence(getattr(params, f.name)):
+            continue
+        values = [f.default, *(cls.PRESETS.get(p, {}).get(f.name, f.default) for p in PRESET_NAMES)]
+        if not any(_is_empty_sequence(v) for v in values):
+            example = list(f.default) if isinstance(f.default, (tuple, list)) else "[...]"
+            raise ParameterError(f"parameter {f.name!r} needs at least one value, got []; "
+                                 f"give a list like {example}")
+    hook = getattr(params, "validate_data", None)
+    if callable(hook):
+        hook()
+    return params
+
+
+class OutDirError(ValueError):
+    """The output folder cannot be written."""
+
+
+def check_writable(out_dir: Path) -> Path:
+    """Make sure ``out_dir`` and the folders a run writes in it can be written, before any work.
+
+    Creates ``out_dir`` if needed and writes (then removes) a probe file in it and in each of
+    ``results/``, ``failed/``, ``seeds/`` and ``.staging/`` that exist. Raises :class:`OutDirError`.
+    """
+    out = Path(out_dir)
+    for d in (out, out / "results", out / "failed", out / "seeds", out / ".staging"):
+        if d.exists() and not d.is_dir():
+            raise OutDirError(f"{d} exists but is not a folder; remove it or pass another --out")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutDirError(f"cannot create the output folder {out} ({exc.strerror or exc}); "
+                          "pass a writable --out") from None
+    for d in (out, out / "results", out / "failed", out / "seeds", out / ".staging"):
+        if not d.is_dir():
+            continue
+        try:
+            fd, probe = tempfile.mkstemp(dir=d, prefix=".write-probe-")
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as exc:
+            raise OutDirError(f"cannot write to {d} ({exc.strerror or exc}); fix its permissions "
+                              "or pass another --out") from None
+    return out
+
+
+# ----------------------------------------------------------------------------- published pairs
+@dataclass(frozen=True)
+class Published:
+    """What :func:`check_published` found: a reusable pair (``ok``) or why not."""
+
+    ok: bool
+    verdict: str | None = None
+    reason: str = ""
+    suspicious: bool = False  # the pair is inconsistent (not merely missing or out of date)
+
+
+def check_published(nb_path: Path, res_path: Path, digest: str | None = None, claim: str | None = None) -> Published:
+    """Whether ``nb_path`` and ``res_path`` are one published run (with inputs ``digest`` if given).
+
+    A pair is reusable when the notebook's ``metadata.flatminima`` names the SHA-256 of the
+    results file next to it, the results file passes the schema, and both carry ``digest``.
+    """
+    nb_path, res_path = Path(nb_path), Path(res_path)
+    if not nb_path.is_file() and not res_path.is_file():
+        return Published(False, reason="no published run")
+    if not nb_path.is_file():
+        return Published(False, reason=f"the results {res_path.name} has no published notebook next to it", suspicious=True)
+    if not res_path.is_file():
+        return Published(False, reason=f"the notebook {nb_path.name} has no results JSON", suspicious=True)
     try:
         meta = nbformat.read(nb_path, as_version=4).metadata.get("flatminima", {})
-        record = read_results(res_path)
-    except (ValueError, OSError, json.JSONDecodeError):
-        return None
-    if meta.get("inputs_hash") != digest:
-        return None
-    return record["verdict"]
+    except Exception as exc:  # noqa: BLE001 - any unreadable notebook is simply not reusable
+        return Published(False, reason=f"the published notebook cannot be read ({type(exc).__name__})", suspicious=True)
+    if not isinstance(meta, dict) or "inputs_hash" not in meta:
+        return Published(False, reason="the published notebook has no flatminima record", suspicious=True)
+    if digest is not None and meta.get("inputs_hash") != digest:
+        return Published(False, reason="inputs changed")
+    try:
+        data = res_path.read_bytes()
+        record = json.loads(data)
+        validate_results(record)
+    except (OSError, ValueError) as exc:
+        return Published(False, reason=f"the results JSON is not a valid record: {exc}", suspicious=True)
+    if hashlib.sha256(data).hexdigest() != meta.get("results_sha256"):
+        return Published(False, reason="the results JSON is not the one published with the notebook "
+                                       "(edited, copied in, or a publication cut short)", suspicious=True)
+    if record.get("inputs_hash") != meta.get("inputs_hash") or (claim and record["claim"] != claim):
+        return Published(False, reason="the results JSON belongs to another run", suspicious=True)
+    return Published(True, verdict=record["verdict"])
 
 
+# ----------------------------------------------------------------------------- kernels and stopping
+_kernels: dict[int, str] = {}  # pid of a running kernel (a process-group leader) -> its connection file
+_kernels_guard = threading.Lock()
+_stop = threading.Event()
+
+
+def _kill_group(pid: int) -> None:
+    try:
+        pgid = os.getpgid(pid)
+    except ProcessLookupError:
+        return
+    try:
+        if pgid == pid and pgid != os.getpgrp():  # the kernel leads its own session (jupyter_client)
+            os.killpg(pgid, signal.SIGKILL)  # the kernel and the seed workers it spawned
+        else:
+            os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def stop_kernels() -> int:
+    """Kill every kernel this process started (and its process group); return how many."""
+    with _kernels_guard:
+        pids = list(_kernels)
+    for pid in pids:
+        _kill_group(pid)
+    return len(pids)
+
+
+def _kernel_manager_class():
+    """An AsyncKernelManager that registers its kernel so that a stop can kill it."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    class TrackedKernelManager(AsyncKernelManager):
+        async def _async_launch_kernel(self, kernel_cmd, **kw):
+            await super()._async_launch_kernel(kernel_cmd, **kw)
+            pid = getattr(self.provisioner, "pid", None)
+            if pid is not None:
+                self._flatminima_pid = pid
+                with _kernels_guard:
+                    _kernels[pid] = self.connection_file
+                if _stop.is_set():  # a stop came while this kernel was starting
+                    _kill_group(pid)
+
+        async def _async_cleanup_resources(self, restart: bool = False) -> None:
+            try:
+                await super()._async_cleanup_resources(restart=restart)
+            finally:
+                pid = getattr(self, "_flatminima_pid", None)
+                if pid is not None and not restart:
+                    with _kernels_guard:
+                        _kernels.pop(pid, None)
+
+    return TrackedKernelManager
+
+
+class Interrupted(Exception):
+    """A run of claims was stopped by a signal; carries what finished and what was stopped."""
+
+    def __init__(self, signum: int, outcomes: list[RunOutcome], out_dir: Path):
+        self.signum, self.outcomes, self.out_dir = signum, outcomes, out_dir
+        super().__init__(self.line())
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+    def line(self) -> str:
+        name = signal.Signals(self.signum).name
+        done = [f"{o.claim} ({o.status})" for o in self.outcomes if o.status in ("ran", "reused")]
+        failed = [o.claim for o in self.outcomes if o.status == "failed"]
+        stopped = [o.claim for o in self.outcomes if o.status == "stopped"]
+        parts = [f"stopped by {name}: finished {', '.join(done) or 'nothing'}"]
+        if failed:
+            parts.append(f"failed {', '.join(failed)}")
+        parts.append(f"stopped {', '.join(stopped) or 'nothing'}")
+        return ("; ".join(parts) + f"; finished claims and seeds are kept in {self.out_dir}; "
+                "run the same command again to resume (only the missing seeds are computed)")
+
+
+def _error_detail(exc: BaseException, timeout: int | None) -> str:
+    """One readable line for an execution failure."""
+    from nbclient.exceptions import CellTimeoutError, DeadKernelError
+
+    try:
+        from papermill.exceptions import PapermillExecutionError
+    except ImportError:  # pragma: no cover
+        PapermillExecutionError = ()  # type: ignore[assignment]
+    if isinstance(exc, CellTimeoutError):
+        return (f"a cell ran longer than the per-cell timeout of {timeout} s; raise --timeout "
+                "or leave it out (no limit)")
+    if isinstance(exc, DeadKernelError):
+        return "the notebook's kernel died (killed, or out of memory)"
+    if PapermillExecutionError and isinstance(exc, PapermillExecutionError):
+        evalue = " ".join(str(exc.evalue).split())[:300]
+        return f"cell {exc.exec_count} raised {exc.ename}: {evalue}"
+    msg = [m for m in str(exc).strip().splitlines() if m.strip() and set(m.strip()) != {"-"}]
+    return msg[-1].strip()[:300] if msg else type(exc).__name__
+
+
+def _remove_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:
+        pass
+
+
+def _clear_failed(out_dir: Path, claim: str) -> None:
+    (out_dir / "failed" / f"{claim}.ipynb").unlink(missing_ok=True)
+    _remove_if_empty(out_dir / "failed")
+
+
+def _cleanup_stage(out_dir: Path, stage: Path) -> None:
+    shutil.rmtree(stage, ignore_errors=True)
+    _remove_if_empty(out_dir / ".staging")
+
+
+def _publish(staged_json: Path, staged_nb: Path, res_path: Path, nb_path: Path, stage: Path) -> None:
+    """Move the JSON, then the notebook (the commit point) into place; undo the JSON on an error."""
+    res_path.parent.mkdir(parents=True, exist_ok=True)
+    backup = None
+    if res_path.is_file():
+        backup = stage / "previous.json"
+        shutil.copy2(res_path, backup)
+    os.replace(staged_json, res_path)
+    try:
+        os.replace(staged_nb, nb_path)
+    except BaseException:
+        if backup is not None:
+            os.replace(backup, res_path)
+        else:
+            res_path.unlink(missing_ok=True)
+        raise
+
+
+# ----------------------------------------------------------------------------- running
 def run_claim(claim: str, *, root: Path, preset: str = "cpu", overrides: dict[str, Any] | None = None,
               out_dir: Path | None = None, device: str = "auto", force: bool = False,
               timeout: int | None = None, log_output: bool = False, workers: int | None = None) -> RunOutcome:
     """Execute ``notebooks/<claim>.ipynb`` at ``preset`` with ``overrides`` through papermill.
 
-    Parameters are validated first (:class:`~flatminima.params.ParameterError` before any
-    work). Returns a :class:`RunOutcome`; a failing notebook does not raise. Per-seed records
-    are cached under ``out_dir/seeds`` (see :mod:`flatminima.replicates`), so a run that was
-    interrupted, or re-run with more seeds, computes only the missing seeds; ``workers`` is the
-    number of processes the notebook runs seeds in (default: one per core).
+    Parameters, the device and the output folder are checked first (:class:`ParameterError`
+    or :class:`OutDirError` before any work). Returns a :class:`RunOutcome`; a failing notebook
+    does not raise. Per-seed records are cached under ``out_dir/seeds`` (see
+    :mod:`flatminima.replicates`), so a run that was interrupted, or re-run with more seeds,
+    computes only the missing seeds; ``workers`` is the number of processes the notebook runs
+    seeds in (default: one per core).
     """
-    import papermill as pm
-
     overrides = dict(overrides or {})
-    params = resolve(claim, preset, overrides)  # raises ParameterError on unknown names / bad values
+    params = check_params(claim, preset, overrides)  # ParameterError on unknown names / bad values
+    check_device(device)
+    if timeout is not None and timeout < 1:
+        raise ParameterError(f"--timeout must be a positive number of seconds, got {timeout}")
     root = Path(root)
     out_dir = Path(out_dir) if out_dir else root / "book" / "generated"
     source = root / "notebooks" / f"{claim}.ipynb"
     if not source.is_file():
         raise FileNotFoundError(f"notebook for claim {claim!r} not found at {source}")
+    check_writable(out_dir)
+    with out_lock(out_dir):
+        return _run_locked(claim, params, source, overrides, out_dir, device, force, timeout, log_output, workers)
+
+
+def _run_locked(claim, params, source: Path, overrides: dict[str, Any], out_dir: Path, device: str,
+                force: bool, timeout: int | None, log_output: bool, workers: int | None) -> RunOutcome:
+    import papermill as pm
+
     nb_path, res_path = out_dir / f"{claim}.ipynb", out_dir / "results" / f"{claim}.json"
     parameters = params.to_dict()
     digest = inputs_hash(source, {**parameters, "device": device})
     t0 = time.perf_counter()
-    if not force and (verdict := _reusable(nb_path, res_path, digest)) is not None:
-        return RunOutcome(claim, "reused", verdict, nb_path, res_path, time.perf_counter() - t0)
+    state = check_published(nb_path, res_path, digest, claim)
+    if not force and state.ok:
+        _clear_failed(out_dir, claim)
+        return RunOutcome(claim, "reused", state.verdict, nb_path, res_path, time.perf_counter() - t0)
+    note = f"not reused: {state.reason}" if state.suspicious and not force else ""
+    if _stop.is_set():
+        return RunOutcome(claim, "stopped", None, None, None, 0.0, "not started")
 
     stage = out_dir / ".staging" / claim
     shutil.rmtree(stage, ignore_errors=True)
     (stage / "results").mkdir(parents=True)
-    staged_nb = stage / f"{claim}.ipynb"
+    staged_nb, staged_json = stage / f"{claim}.ipynb", stage / "results" / f"{claim}.json"
     # Inject only what differs from the notebook's defaults; the kernel runs in the staging folder,
     # so the notebook's default results_dir ("results") lands there without an absolute path.
     nb_params = {k: v for k, v in parameters.items() if k in overrides or k == "preset"}
@@ -146,37 +431,94 @@ def run_claim(claim: str, *, root: Path, preset: str = "cpu", overrides: dict[st
     nb_params["cache_dir"] = os.path.relpath(out_dir / "seeds", stage)
     if workers is not None:
         nb_params["workers"] = int(workers)
+
+    def failed(why: str) -> RunOutcome:
+        kept = out_dir / "failed" / f"{claim}.ipynb"
+        if staged_nb.exists():
+            kept.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staged_nb, kept)
+        _cleanup_stage(out_dir, stage)
+        where = f" (notebook kept at {kept})" if kept.exists() else ""
+        return RunOutcome(claim, "failed", None, kept if kept.exists() else None, None,
+                          time.perf_counter() - t0, f"{why}{where}", note)
+
     try:
         pm.execute_notebook(str(source), str(staged_nb), parameters=nb_params, kernel_name="python3",
                             # the kernel's folder, set without papermill's process-wide chdir (cwd=),
                             # which would race between runs in parallel threads
                             resources={"metadata": {"path": str(stage)}},
                             progress_bar=False, log_output=log_output,
-                            execution_timeout=timeout,
+                            execution_timeout=timeout, kernel_manager_class=_kernel_manager_class(),
                             extra_arguments=["--IPKernelApp.log_level=ERROR"])  # no TCP-warning noise
-        record = read_results(stage / "results" / f"{claim}.json")
     except Exception as exc:  # noqa: BLE001 - report every failure the same way, keep the evidence
-        failed = out_dir / "failed"
-        failed.mkdir(parents=True, exist_ok=True)
-        kept = failed / f"{claim}.ipynb"
-        if staged_nb.exists():
-            os.replace(staged_nb, kept)
-        shutil.rmtree(stage, ignore_errors=True)
-        msg = str(exc).strip().splitlines()
-        detail = next((m for m in reversed(msg) if m.strip()), type(exc).__name__)
-        return RunOutcome(claim, "failed", None, kept if kept.exists() else None, None,
-                          time.perf_counter() - t0, f"{detail} (notebook kept at {kept})")
+        if _stop.is_set():
+            _cleanup_stage(out_dir, stage)
+            return RunOutcome(claim, "stopped", None, None, None, time.perf_counter() - t0, "kernel stopped")
+        return failed(_error_detail(exc, timeout))
+    if _stop.is_set():
+        _cleanup_stage(out_dir, stage)
+        return RunOutcome(claim, "stopped", None, None, None, time.perf_counter() - t0, "stopped before publishing")
+    try:
+        record = read_results(staged_json)
+    except FileNotFoundError:
+        return failed(f"the notebook finished but wrote no results/{claim}.json")
+    except ValueError as exc:
+        return failed(f"the notebook wrote a results record that is not published: {exc}")
+    if record["claim"] != claim:
+        return failed(f"the notebook wrote a record for claim {record['claim']!r}, not {claim!r}")
+    record["inputs_hash"] = digest
+    text = json.dumps(record, indent=2, allow_nan=False) + "\n"
+    validate_results(json.loads(text))
+    try:
+        staged_json.write_text(text, encoding="utf-8")
+        nb = nbformat.read(staged_nb, as_version=4)
+        nb.metadata["flatminima"] = {"inputs_hash": digest, "parameters": parameters, "device": device,
+                                     "verdict": record["verdict"],
+                                     "results_sha256": hashlib.sha256(text.encode("utf-8")).hexdigest()}
+        nbformat.write(nb, staged_nb)
+        _publish(staged_json, staged_nb, res_path, nb_path, stage)
+    except OSError as exc:
+        return failed(f"could not publish into {out_dir} ({exc.strerror or exc}); the previous result is unchanged")
+    _cleanup_stage(out_dir, stage)
+    _clear_failed(out_dir, claim)
+    return RunOutcome(claim, "ran", record["verdict"], nb_path, res_path, time.perf_counter() - t0, "", note)
 
-    nb = nbformat.read(staged_nb, as_version=4)
-    nb.metadata["flatminima"] = {"inputs_hash": digest, "parameters": parameters, "device": device,
-                                 "verdict": record["verdict"]}
-    nbformat.write(nb, staged_nb)
-    res_path.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(stage / "results" / f"{claim}.json", res_path)
-    os.replace(staged_nb, nb_path)
-    shutil.rmtree(stage, ignore_errors=True)
-    (out_dir / "failed" / f"{claim}.ipynb").unlink(missing_ok=True)
-    return RunOutcome(claim, "ran", record["verdict"], nb_path, res_path, time.perf_counter() - t0)
+
+class _Signals:
+    """Route SIGINT/SIGTERM to a stop (kill the kernels) while a batch runs; main thread only."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def _handle(self, signum, frame) -> None:  # noqa: ARG002
+        if self.signum is None:
+            self.signum = signum
+        _stop.set()
+        stop_kernels()
+
+    @staticmethod
+    def _quiet_after_stop(record) -> bool:  # noqa: ARG004
+        return not _stop.is_set()  # no "Kernel died ..." log lines from the kernels a stop killed
+
+    def __enter__(self) -> "_Signals":
+        import logging
+
+        _stop.clear()
+        for name in ("papermill", "nbclient", "traitlets"):
+            logging.getLogger(name).addFilter(self._quiet_after_stop)
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import logging
+
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        for name in ("papermill", "nbclient", "traitlets"):
+            logging.getLogger(name).removeFilter(self._quiet_after_stop)
 
 
 def run_claims(claims: list[str] | None = None, *, root: Path, preset: str = "cpu",
@@ -185,22 +527,54 @@ def run_claims(claims: list[str] | None = None, *, root: Path, preset: str = "cp
                timeout: int | None = None, on_done=None) -> list[RunOutcome]:
     """Run several claims (all by default), ``jobs`` notebooks at a time (separate kernels).
 
-    Overrides must be valid for every selected claim; all are checked before anything runs.
+    Overrides, the device and the output folder must be valid for every selected claim; all
+    are checked before anything runs. Called from the main thread, SIGINT and SIGTERM stop the
+    batch: running kernels are killed, claims not started are skipped, and :class:`Interrupted`
+    is raised once every thread has cleaned up.
     """
     claims = list(claims or CLAIMS)
+    if not isinstance(jobs, int) or jobs < 1:
+        raise ParameterError(f"--jobs must be a positive int, got {jobs!r}")
     for claim in claims:  # validate everything first: fail before any training
-        resolve(claim, preset, overrides)
+        check_params(claim, preset, overrides)
+    check_device(device)
+    root = Path(root)
+    out = Path(out_dir) if out_dir else root / "book" / "generated"
+    check_writable(out)
     # the cores are shared between the notebooks running at once
     workers = max(1, (os.cpu_count() or 1) // max(1, min(jobs, len(claims))))
 
     def one(claim: str) -> RunOutcome:
-        outcome = run_claim(claim, root=root, preset=preset, overrides=overrides, out_dir=out_dir,
+        if _stop.is_set():
+            return RunOutcome(claim, "stopped", None, None, None, 0.0, "not started")
+        outcome = run_claim(claim, root=root, preset=preset, overrides=overrides, out_dir=out,
                             device=device, force=force, timeout=timeout, workers=workers)
-        if on_done:
+        if on_done and outcome.status != "stopped":
             on_done(outcome)
         return outcome
 
-    if jobs <= 1:
-        return [one(c) for c in claims]
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        return list(pool.map(one, claims))
+    with out_lock(out), _Signals() as sig:
+        # claims run in worker threads even one at a time, so the main thread stays free to
+        # take a signal and kill the kernels
+        pool = ThreadPoolExecutor(max_workers=min(jobs, len(claims)))
+        try:
+            futures = [pool.submit(one, c) for c in claims]
+            outcomes = [f.result() for f in futures]
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+        for connection_file in _leftover_connection_files():
+            Path(connection_file).unlink(missing_ok=True)
+    if sig.signum is not None:
+        raise Interrupted(sig.signum, outcomes, out)
+    return outcomes
+
+
+def _leftover_connection_files() -> list[str]:
+    with _kernels_guard:
+        return [f for f in _kernels.values() if f]
+
+
+stop_on_signals = _Signals
+"""``with stop_on_signals() as sig:`` around a batch of :func:`run_claim` calls in threads (as
+``flatminima verify`` makes): SIGINT/SIGTERM then kill the running kernels; ``sig.signum`` says
+which signal came (None if none)."""
