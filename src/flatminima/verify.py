@@ -18,6 +18,7 @@ Two things must agree:
 from __future__ import annotations
 
 import math
+import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -152,7 +153,7 @@ def verify(claims: list[str] | None, *, root: Path, preset: str = "cpu", seeds_f
     claim has no published record for ``preset`` and ValueError when ``out_dir`` is the book's
     own folder.
     """
-    from .runner import run_claim
+    from . import runner
 
     root = Path(root).resolve()
     claims = list(claims or CLAIMS)
@@ -171,24 +172,33 @@ def verify(claims: list[str] | None, *, root: Path, preset: str = "cpu", seeds_f
     for c in claims:  # every re-run validated before any work
         resolve(c, preset, plan[c])
 
+    workers = max(1, (os.cpu_count() or 1) // max(1, min(jobs, len(claims))))
+
     def one(claim: str) -> list[Check]:
-        outcome = run_claim(claim, root=root, preset=preset, overrides=plan[claim], out_dir=out_dir,
-                            device=device, force=True, timeout=timeout)
+        if runner._stop.is_set():
+            return [Check(claim, "re-run", records[claim]["verdict"], "stopped", "not started", False)]
+        outcome = runner.run_claim(claim, root=root, preset=preset, overrides=plan[claim], out_dir=out_dir,
+                                   device=device, force=True, timeout=timeout, workers=workers)
         if outcome.status != "ran":
-            checks = [Check(claim, "re-run", records[claim]["verdict"], "FAILED", outcome.error, False)]
+            checks = [Check(claim, "re-run", records[claim]["verdict"], outcome.status.upper(), outcome.error, False)]
         else:
             checks = compare_records(records[claim], read_results(outcome.results))
-        if on_done:
+        if on_done and outcome.status != "stopped":
             on_done(claim, checks)
         return checks
 
-    if jobs <= 1:
-        results = [one(c) for c in claims]
-    else:
-        from concurrent.futures import ThreadPoolExecutor
+    from concurrent.futures import ThreadPoolExecutor
 
-        with ThreadPoolExecutor(max_workers=jobs) as pool:
-            results = list(pool.map(one, claims))
+    # claims run in threads even one at a time, so the main thread can take Ctrl-C / SIGTERM and
+    # kill the kernels (runner.stop_on_signals), as `flatminima run` does
+    with runner.out_lock(out_dir), runner.stop_on_signals() as sig:
+        pool = ThreadPoolExecutor(max_workers=max(1, min(jobs, len(claims))))
+        try:
+            results = [f.result() for f in [pool.submit(one, c) for c in claims]]
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+    if sig.signum is not None:
+        raise runner.Interrupted(sig.signum, [], out_dir)
     checks = [c for group in results for c in group]
     return checks, all(c.match for c in checks)
 
