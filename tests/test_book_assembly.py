@@ -83,7 +83,8 @@ def test_dashboard_shows_every_part_with_its_outcome_reason_and_the_deciding_par
     assert "{bdg-success}`reproduced`" in a and "the mismatch falls with precision" in a and "**0.26** [0.18, 0.35]" in a
     assert "{bdg-warning}`inconclusive`" in b and "within noise" in b
     # the verdict's sentence names the part that makes it inconclusive
-    assert "inconclusive because of Part B (the accuracy gain is within noise)" in section
+    assert "Part B is inconclusive: the accuracy gain is within noise." in section
+    assert "Part A is" not in section.split("- **Part A**")[0]  # only the deciding part is named
     assert "3 seeds needed, 3 used" in section and "cpu preset, 3 seeds (0-2)" in section
 
 

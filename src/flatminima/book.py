@@ -128,22 +128,21 @@ def verdict_reason(record: Mapping[str, Any]) -> str:
 
     The verdict combines the parts (:func:`flatminima.stats.combine`): it is *not reproduced* because
     of the parts that are not reproduced, *inconclusive* because of the inconclusive ones, and
-    *reproduced* when every part is. First-edition records (no parts) fall back to the criterion.
+    *reproduced* when every part is; the sentence names the deciding parts and their reasons.
+    First-edition records (no parts) fall back to the criterion.
     """
     verdict = record.get("verdict")
     parts = _parts(record)
     if not parts:
         return str(record.get("criterion") or "")
-    deciding = [p for p in parts if p.get("outcome") == verdict] if verdict != "reproduced" else parts
+
+    def says(p: Mapping[str, Any]) -> str:
+        return f"{p.get('name', 'part')} is {p.get('outcome', 'missing')}: {p.get('reason', '')}".rstrip(": ")
+
     if verdict == "reproduced":
-        if len(parts) == 1:
-            return str(parts[0].get("reason") or "")
-        return "every part is reproduced: " + "; ".join(
-            f"{p.get('name', 'part')}: {p.get('reason', '')}" for p in parts)
-    if not deciding:
-        return "; ".join(f"{p.get('name', 'part')}: {p.get('reason', '')}" for p in parts)
-    return f"{verdict} because of " + "; ".join(
-        f"{p.get('name', 'part')} ({p.get('reason', '')})" for p in deciding)
+        return ("Every part is reproduced. " if len(parts) > 1 else "") + "; ".join(says(p) for p in parts) + "."
+    deciding = [p for p in parts if p.get("outcome") == verdict] or parts
+    return "; ".join(says(p) for p in deciding) + "."
 
 
 def compact_seeds(seeds: Iterable[Any]) -> str:
@@ -171,6 +170,19 @@ def _minutes(seconds: Any) -> str:
     return f"{s:.0f} s" if s < 90 else f"{s / 60:.1f} min"
 
 
+def _when(iso: Any) -> str:
+    """An ISO timestamp as ``2026-12-01 09:08 UTC`` (other text unchanged; None: "not recorded")."""
+    if not iso:
+        return "not recorded"
+    try:
+        t = datetime.datetime.fromisoformat(str(iso))
+    except ValueError:
+        return str(iso)
+    if t.tzinfo is not None:
+        t = t.astimezone(datetime.timezone.utc)
+    return t.strftime("%Y-%m-%d %H:%M") + (" UTC" if t.tzinfo is not None else "")
+
+
 # ----------------------------------------------------------------------------- provenance
 VERSION_ORDER = ("flatminima", "python", "torch", "numpy", "scipy", "pandas", "scikit-learn", "sklearn",
                  "statsmodels", "mnist1d", "papermill", "myst-nb", "torchvision")
@@ -185,7 +197,7 @@ def provenance_lines(record: Mapping[str, Any]) -> list[str]:
     run = (f"{record.get('preset')} preset, {len(seeds)} seeds ({compact_seeds(seeds)}), "
            f"{_minutes(record.get('runtime_s'))} on {record.get('device', '?')}")
     lines.append(f"- **Run**: {escape_md(run, math=False)}")
-    lines.append(f"- **Executed**: {escape_md(when or 'date not recorded', math=False)}")
+    lines.append(f"- **Executed**: {escape_md(_when(when), math=False)}")
     commit = prov.get("git_commit")
     if commit:
         state = {True: " (with uncommitted changes)", False: " (clean)"}.get(prov.get("git_dirty"), "")
@@ -320,10 +332,10 @@ def dashboard_markdown(results: dict[str, dict[str, Any] | None],
 
 
 def _claim_section(claim: str, title: str, rec: Mapping[str, Any]) -> list[str]:
-    out = [f"### {escape_md(title)}", "",
-           f"{badge(rec.get('verdict'))} {escape_md(verdict_reason(rec))} "
-           f"(chapter: {_claim_link(claim, title)})", ""]
     parts = _parts(rec)
+    why = escape_md(verdict_reason(rec)) + " " if parts else ""
+    out = [f"### {escape_md(title)}", "",
+           f"{badge(rec.get('verdict'))} {why}(chapter: {_claim_link(claim, title)})", ""]
     if parts:
         for p in parts:
             st = statistic_md(p.get("statistic")) if isinstance(p.get("statistic"), Mapping) else ""
@@ -382,7 +394,7 @@ def status_markdown(generated: Path) -> str:
         rows += [f"* - {_claim_link(claim, title)}", f"  - {status}",
                  f"  - {escape_md((rec or {}).get('preset', ''), math=False)}",
                  f"  - {escape_md(_minutes((rec or {}).get('runtime_s')), math=False) if rec else ''}",
-                 f"  - {escape_md(prov.get('executed_at', 'not recorded') if rec else '', math=False)}",
+                 f"  - {escape_md(_when(prov.get('executed_at')) if rec else '', math=False)}",
                  f"  - {escape_md(machine if rec else '', math=False)}"]
     rows += [":::", ""]
     head = ["# Execution status", "",
