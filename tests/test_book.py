@@ -17,6 +17,8 @@ then read those measurements:
 * every image has alt text that says something (not a hash or a file name) and is SVG or at
   least 2x its displayed size;
 * every exercise has a solution toggle; no citation of notes outside the book;
+* no stray string outputs or ``Params(...)`` dumps; at most 40 lines of code shown open per page;
+  output tables without the pandas index and without 6-decimal numbers;
 * the dashboard shows each claim's verdict and each part's outcome, readable on a phone.
 """
 from __future__ import annotations
@@ -182,7 +184,16 @@ async () => {
     items.forEach((li, k) => exercises.push({where: `${h.textContent.trim()} item ${k + 1}`,
                                              ok: !!li.querySelector(TOGGLE) || (inItems === 0 && toggles >= items.length)}));
   });
-  return {colW, vw, pageW, culprits, raw, wide, images, exercises,
+  // 6. raw program output and code in the way
+  const stray = [...art.querySelectorAll('.cell_output .output.text_plain')]
+      .map(e => e.textContent.trim()).filter(t => /^(['"])[^\n]*\1$/.test(t) || /^\w*Params\(/.test(t) || t === 'None')
+      .map(t => t.slice(0, 80));
+  const codeLines = [...art.querySelectorAll('.cell_input')].filter(e => e.offsetHeight > 0)
+      .reduce((n, e) => n + e.textContent.trim().split('\n').length, 0);
+  const tables = [...art.querySelectorAll('.cell_output table')].map(t => ({
+      index: !!t.querySelector('tbody tr > th:first-child'),
+      decimals: (t.textContent.match(/\d\.\d{6,}/g) || []).length}));
+  return {colW, vw, pageW, culprits, raw, wide, images, exercises, stray, codeLines, tables,
           notes: /research notes/i.test(art.textContent),
           buttons: [...document.querySelectorAll('a[href*="colab.research"], a[href*="mybinder"], a[href*="github.com"]')].map(a => a.href),
           text: art.innerText};
@@ -285,6 +296,33 @@ def test_figures_are_svg_or_at_least_twice_their_displayed_size(measured):
         bad = [f"{i['src']}: {i['natural']} px bitmap shown at {i['shown']:.0f} px" for i in m["images"]
                if i["loaded"] and not re.search(r"\.svg($|\?)|^data:image/svg", i["src"])
                and i["natural"] < 1.9 * i["shown"]]
+        if bad:
+            problems[rel] = bad
+    assert not problems, report(problems)
+
+
+def test_no_stray_string_outputs_or_parameter_dumps(measured):
+    problems = {rel: [f"raw output {t!r}" for t in m["stray"]] for rel, m in measured["desktop"].items() if m["stray"]}
+    assert not problems, report(problems)
+
+
+MAX_VISIBLE_CODE_LINES = 40
+"""Code shown open on a chapter at load; the rest is removed (bookkeeping) or collapsed (hide-input)."""
+
+
+def test_code_is_out_of_the_way(measured):
+    problems = {rel: [f"{m['codeLines']} lines of code shown open (at most {MAX_VISIBLE_CODE_LINES}: tag "
+                      f"bookkeeping cells remove-cell and method cells hide-input)"]
+                for rel, m in measured["desktop"].items() if m["codeLines"] > MAX_VISIBLE_CODE_LINES}
+    assert not problems, report(problems)
+
+
+def test_output_tables_hide_the_index_and_round_their_numbers(measured):
+    problems = {}
+    for rel, m in measured["desktop"].items():
+        bad = [f"table {k + 1}: " + ", ".join(filter(None, ["index shown" if t["index"] else "",
+                                                            f"{t['decimals']} numbers with 6+ decimals" if t["decimals"] else ""]))
+               for k, t in enumerate(m["tables"]) if t["index"] or t["decimals"]]
         if bad:
             problems[rel] = bad
     assert not problems, report(problems)
