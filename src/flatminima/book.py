@@ -297,14 +297,16 @@ def dashboard_markdown(results: dict[str, dict[str, Any] | None],
     statistic, the pre-registration and the provenance. Every string from a record is escaped.
     """
     titles = titles or {}
-    built_at = built_at or datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    if built_at is None:  # the newest run, not the build time: the page changes only when a result does
+        stamps = [str((r.get("provenance") or {}).get("executed_at") or "") for r in results.values() if r]
+        built_at = _when(max(stamps)) if any(stamps) else "at an unrecorded date"
     lines = [
         "# Claims dashboard",
         "",
         "Each verdict below was computed in this build from the run's own data, by the decision rule of",
         "{doc}`../methods` applied to each part of a claim and combined over the parts. *inconclusive* means",
         "the run could not decide either way at this scale; it is not a soft *reproduced*.",
-        f"Page generated {escape_md(built_at, math=False)}.",
+        f"Results of runs executed up to {escape_md(built_at, math=False)}; each claim's provenance is below.",
         "",
         ":::{list-table}",
         ":header-rows: 1",
