@@ -211,3 +211,18 @@ def test_empty_tuple_is_accepted_where_the_default_is_empty(toy_root, monkeypatc
     cls = presets.params_class("toy")
     monkeypatch.setitem(cls.PRESETS, "smoke", {**cls.PRESETS["smoke"], "widths": ()})
     assert check_params("toy", "smoke", {"widths": []}).widths == ()  # a preset uses (): meaningful
+
+
+def test_published_chapter_ends_with_its_provenance_and_gets_an_install_cell_only_with_a_repository(toy_root):
+    out = toy_root / "out"
+    run_claim("toy", root=toy_root, preset="smoke", out_dir=out, device="cpu")
+    nb = nbformat.read(out / "toy.ipynb", as_version=4)
+    assert nb.cells[-1].metadata["flatminima"]["role"] == "provenance"
+    assert "cpu" in nb.cells[-1].source
+    assert not any((c.metadata.get("flatminima") or {}).get("role") == "install" for c in nb.cells)
+    (toy_root / "_config.yml").write_text("repository:\n  url: https://github.com/example/flatminima\n")
+    run_claim("toy", root=toy_root, preset="smoke", out_dir=out, device="cpu", force=True)
+    nb = nbformat.read(out / "toy.ipynb", as_version=4)
+    first = nb.cells[0]
+    assert first.metadata["flatminima"]["role"] == "install" and "remove-cell" in first.metadata["tags"]
+    assert "git+https://github.com/example/flatminima" in first.source

@@ -472,6 +472,7 @@ def _run_locked(claim, params, source: Path, overrides: dict[str, Any], out_dir:
     try:
         staged_json.write_text(text, encoding="utf-8")
         nb = nbformat.read(staged_nb, as_version=4)
+        _finish_page(nb, record, source.parent.parent)
         nb.metadata["flatminima"] = {"inputs_hash": digest, "parameters": parameters, "device": device,
                                      "verdict": record["verdict"],
                                      "results_sha256": hashlib.sha256(text.encode("utf-8")).hexdigest()}
@@ -482,6 +483,28 @@ def _run_locked(claim, params, source: Path, overrides: dict[str, Any], out_dir:
     _cleanup_stage(out_dir, stage)
     _clear_failed(out_dir, claim)
     return RunOutcome(claim, "ran", record["verdict"], nb_path, res_path, time.perf_counter() - t0, "", note)
+
+
+def repository_url(root: Path) -> str:
+    """The book's ``repository.url`` from ``_config.yml`` (empty when unset or unreadable)."""
+    import yaml
+
+    try:
+        config = yaml.safe_load((Path(root) / "_config.yml").read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        return ""
+    return str((config.get("repository") or {}).get("url") or "").strip()
+
+
+def _finish_page(nb: nbformat.NotebookNode, record: dict[str, Any], root: Path) -> None:
+    """What the executed chapter gains for the book: the provenance box, and (with a repository
+    URL) a hidden first cell that installs the library when the notebook is opened in Colab."""
+    from .book import add_provenance_cell, colab_install_cell
+
+    add_provenance_cell(nb, record)
+    url = repository_url(root)
+    if url and not any((c.get("metadata", {}).get("flatminima") or {}).get("role") == "install" for c in nb.cells):
+        nb.cells.insert(0, colab_install_cell(url))
 
 
 class _Signals:
