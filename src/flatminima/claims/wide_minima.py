@@ -358,7 +358,11 @@ def aggregate(params: Params, records: list[dict]) -> dict[str, Any]:
         "path_slope": {t: _ci(_per_seed(records, "balanced", "path_slope", t)) for t in records[0]["balanced"]["path_slope"]},
         "ridge_energy_slope": {c: _ci(_per_seed(records, "balanced", "ridge_energy_slope", c))
                                for c in ("relative", "absolute")},
-        "crossover": {c: {**_ci(v), "seeds_with_crossover": int(np.isfinite(v).sum())} for c, v in cross.items()},
+        "crossover": {c: {**_ci(v), "seeds_with_crossover": int(np.isfinite(v).sum()),
+                          "median": float(np.nanmedian(v)) if np.isfinite(v).any() else float("nan"),
+                          "seeds_below_0.1": int((v[np.isfinite(v)] < 0.1).sum())} for c, v in cross.items()},
+        "bo_negative_dE_seeds": int(sum(r["balanced"]["path"][-1].get(f"dE_{min(params.sigmas):g}", 0.0) < 0
+                                        for r in records)),
         "ridge_path": _path_means(records, "balanced", "ridge", "lam"),
         "mm_bo_path": _path_means(records, "balanced", "path", "t"),
         "bias_path": _path_means(records, "unbalanced", "bias_path", "t"),
