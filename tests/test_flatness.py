@@ -96,3 +96,99 @@ def test_network_error_fn_is_vmappable_and_leaves_the_net_unchanged():
     assert np.all(curve.values[0] == 0)
     for k, p in net.named_parameters():
         assert torch.equal(p, before[k])
+
+
+# --------------------------------------------------------------------------- Franz-Parisi local entropy
+from flatminima.flatness import (augmented, cone_local_entropy, crossover_sigma, perturbed_error,  # noqa: E402
+                                 single_constraint_volume, stabilities)
+
+
+@pytest.mark.parametrize("cos_phi, theta", [(0.05, 0.3), (0.3, 0.3), (0.3, 1.0), (-0.2, 0.5), (0.8, 1.2)])
+def test_cone_local_entropy_matches_the_closed_form_volume_of_one_constraint(cos_phi, theta):
+    """One training point at angle phi from the reference: the surviving fraction of the cone at angle
+    theta is P[u.e > -cot(theta)cot(phi)] with (1+u.e)/2 ~ Beta((n-2)/2, (n-2)/2) (exact, any n)."""
+    n = 40
+    g = torch.Generator().manual_seed(3)
+    a = torch.randn(n, generator=g, dtype=torch.float64)
+    a_hat = a / a.norm()
+    e = torch.randn(n, generator=g, dtype=torch.float64)
+    e = e - (e @ a_hat) * a_hat
+    e = e / e.norm()
+    x = cos_phi * a_hat + (1 - cos_phi ** 2) ** 0.5 * e
+    y = torch.ones(1, dtype=torch.float64)
+    if cos_phi < 0:  # make the reference classify the point correctly, as the test of a solution cone requires
+        x, cos_phi = -x, -cos_phi
+    est = cone_local_entropy(a, x[None, :], y, [theta], num_draws=20_000, seed=5)
+    exact = single_constraint_volume(cos_phi, theta, n)
+    se = np.sqrt(max(exact * (1 - exact), 1e-4) / 20_000)
+    assert est.reference == 0.0
+    assert abs(est.fraction[0] - exact) < 4 * se, (est.fraction[0], exact)
+
+
+def test_cone_local_entropy_equals_a_brute_force_arc_count_in_three_dimensions():
+    """n = 3: the configurations at angle theta form a circle; count the fraction of a 200,000-point
+    uniform grid on it that satisfies every constraint (no random numbers) and compare."""
+    g = torch.Generator().manual_seed(11)
+    a = torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64)
+    X = torch.randn(6, 3, generator=g, dtype=torch.float64)
+    X[:, 2] = X[:, 2].abs() + 0.3  # every point correct for the reference: a solution cone around a
+    y = torch.ones(6, dtype=torch.float64)
+    theta = 0.9
+    phi = torch.linspace(0, 2 * np.pi, 200_001, dtype=torch.float64)[:-1]
+    circle = torch.stack([np.sin(theta) * phi.cos(), np.sin(theta) * phi.sin(),
+                          torch.full_like(phi, np.cos(theta))], 1)
+    brute = float(((circle @ X.T) > 0).all(1).double().mean())
+    est = cone_local_entropy(a, X, y, [theta], num_draws=40_000, seed=2)
+    se = np.sqrt(brute * (1 - brute) / 40_000)
+    assert 0.05 < brute < 0.95  # a non-trivial cone
+    assert abs(est.fraction[0] - brute) < 4 * se
+
+
+def test_cone_local_entropy_is_scale_invariant_paired_and_finite_when_nothing_survives():
+    g = torch.Generator().manual_seed(0)
+    tr = sample_mixture(200, 30, Delta=0.5, generator=g, dtype=torch.float64)
+    a = tr.v.clone()
+    one = cone_local_entropy(a, tr.X, tr.y, [0.2, 1.4], num_draws=300, seed=4)
+    big = cone_local_entropy(7.0 * a, tr.X, tr.y, [0.2, 1.4], num_draws=300, seed=4)
+    assert np.array_equal(one.counts, big.counts)
+    far = cone_local_entropy(a, tr.X, tr.y, [np.pi], num_draws=50, seed=4)  # the antipode: every point wrong
+    assert far.counts[0] == 0 and np.isfinite(far.log_volume[0])
+
+
+def test_augmented_vector_reproduces_the_preactivation_with_bias():
+    g = torch.Generator().manual_seed(1)
+    X = torch.randn(20, 9, generator=g, dtype=torch.float64)
+    p = {"w": torch.randn(9, generator=g, dtype=torch.float64), "b": torch.tensor(0.7, dtype=torch.float64)}
+    a, Xt = augmented(p, X)
+    assert torch.allclose(Xt @ a, preactivation(p, X))
+
+
+def test_perturbed_error_from_stabilities_matches_monte_carlo_local_energy_with_bias():
+    g = torch.Generator().manual_seed(2)
+    tr = sample_mixture(300, 40, Delta=0.5, rho=0.3, generator=g, dtype=torch.float64)
+    p = {"w": tr.v.clone(), "b": torch.tensor(-0.3, dtype=torch.float64)}
+    kappa = stabilities(p, tr.X, tr.y)
+    sigmas = [0.2, 0.6, 1.5]
+    curve = local_energy(lambda q: zero_one_error(q, tr.X, tr.y), p, sigmas, num_draws=3000, seed=9)
+    exact = perturbed_error(kappa, sigmas) - perturbed_error(kappa, 0.0)[0]
+    se = curve.values.std(axis=1, ddof=1) / np.sqrt(3000)
+    assert np.all(np.abs(curve.mean - exact) < 4 * se + 1e-9), (curve.mean, exact)
+
+
+def test_crossover_sigma_of_constructed_margin_distributions():
+    """Absolute convention: a has every stability at m (E_a = H(m/sigma)), b has a fraction e of
+    hopeless errors and the rest infinitely stable (E_b = e): the crossover is sigma* = m / H^{-1}(e)."""
+    m, e = 0.8, 0.1
+    a = np.full(1000, m)
+    b = np.concatenate([np.full(100, -1e9), np.full(900, 1e9)])
+    exact = m / stats.norm.isf(e)
+    assert crossover_sigma(a, b, convention="absolute") == pytest.approx(exact, rel=1e-6)
+    # relative, a genuine swap: a (margin m = 1.5) vs b (20% at kappa = 0.5, rest at infinity):
+    # dE_a = H(1.5/s) < 0.2 H(0.5/s) at small s, > at large s; the root solves that equation
+    a2 = np.full(500, 1.5)
+    b2 = np.concatenate([np.full(100, 0.5), np.full(400, 1e9)])
+    s = crossover_sigma(a2, b2, convention="relative")
+    assert stats.norm.sf(1.5 / s) == pytest.approx(0.2 * stats.norm.sf(0.5 / s), rel=1e-6)
+    assert stats.norm.sf(1.5 / (0.9 * s)) < 0.2 * stats.norm.sf(0.5 / (0.9 * s))
+    # never flatter: NaN
+    assert np.isnan(crossover_sigma(b2 * 0 + 5.0, a2, convention="absolute"))

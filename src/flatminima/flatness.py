@@ -135,3 +135,156 @@ def classification_error_fn(net: torch.nn.Module, X: torch.Tensor, y: torch.Tens
         return (logits.argmax(-1) != y).to(X.dtype).mean()
 
     return error
+
+
+# --------------------------------------------------------------------------- linear classifiers
+def augmented(params: Params, X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""A threshold-linear classifier ``{"w", "b"}`` as one bias-free vector in :math:`N+1` dimensions.
+
+    With :math:`a = (w/\sqrt N, b)` and :math:`\tilde x = (x, 1)`, the pre-activation is
+    :math:`h = a\cdot\tilde x = w\cdot x/\sqrt N + b`. Returns ``(a, X_tilde)``.
+    """
+    N = X.shape[1]
+    a = torch.cat([params["w"].reshape(-1) / N ** 0.5, params["b"].reshape(1).to(X.dtype)])
+    return a, torch.cat([X, torch.ones(X.shape[0], 1, dtype=X.dtype, device=X.device)], dim=1)
+
+
+@dataclass(frozen=True)
+class LocalEntropy:
+    r"""Monte-Carlo Franz–Parisi volume at angles ``thetas``: ``counts[i]`` of ``num_draws`` kept the error.
+
+    ``fraction`` is :math:`\hat\Phi = k/n`; ``log_volume`` is :math:`\ln\frac{k+1/2}{n+1}`, finite
+    when no draw survives (the Krichevsky–Trofimov estimate of a log-probability).
+    """
+
+    thetas: np.ndarray
+    counts: np.ndarray
+    num_draws: int
+    reference: float
+
+    @property
+    def fraction(self) -> np.ndarray:
+        return self.counts / self.num_draws
+
+    @property
+    def log_volume(self) -> np.ndarray:
+        return np.log((self.counts + 0.5) / (self.num_draws + 1.0))
+
+
+@torch.no_grad()
+def cone_local_entropy(a: torch.Tensor, X: torch.Tensor, y: torch.Tensor, thetas: Sequence[float], *,
+                       num_draws: int = 500, seed: int = 0, tol: float = 0.0) -> LocalEntropy:
+    r"""Franz–Parisi local entropy of a linear classifier by uniform sampling of the cone around it.
+
+    For the reference direction :math:`\hat a = a/\lVert a\rVert` (an :math:`N`-vector: use
+    :func:`augmented` for a bias) and the angle :math:`\theta`, the configurations at overlap
+    :math:`\cos\theta` with :math:`\hat a` are :math:`a' = \cos\theta\,\hat a + \sin\theta\, u`, with
+    :math:`u` uniform on the unit sphere orthogonal to :math:`\hat a`. The estimator is the fraction
+    of ``num_draws`` such :math:`a'` whose error-counting training loss does not exceed the
+    reference's own, :math:`E(a') \le E(a) + \text{tol}`: a Monte-Carlo version of the constrained
+    volume of the Franz–Parisi potential, :math:`S(a,\theta) = \ln \Pr_u[E(a') \le E(a)]`
+    (Baldassi, Malatesta, Negri & Zecchina 2020, section III and appendix C; Baldassi et al., PNAS 2016).
+    Only the direction matters (the error is scale invariant), so the comparison is at the matched
+    training error of each reference. The same ``u`` are used at every angle and, for a given
+    ``seed``, for every reference of the same dimension (paired differences).
+    """
+    a = a.detach().reshape(-1)
+    n = a.numel()
+    a_hat = a / a.norm().clamp_min(1e-30)
+    g = torch.Generator().manual_seed(seed)
+    u = torch.randn(num_draws, n, generator=g, dtype=a.dtype).to(a.device)
+    u = u - (u @ a_hat)[:, None] * a_hat[None, :]
+    u = u / u.norm(dim=1, keepdim=True).clamp_min(1e-30)
+    ref = float(((y * (X @ a_hat)) <= 0).to(X.dtype).mean())
+    counts = []
+    for th in thetas:
+        A = np.cos(th) * a_hat[None, :] + np.sin(th) * u  # (K, n)
+        errs = ((y[None, :] * (A @ X.T)) <= 0).to(X.dtype).mean(1)
+        counts.append(int((errs <= ref + tol + 1e-12).sum()))
+    return LocalEntropy(np.asarray(list(thetas), dtype=float), np.asarray(counts), num_draws, ref)
+
+
+def single_constraint_volume(cos_phi: float, theta: float, n: int) -> float:
+    r"""Exact :math:`\Pr_u[\,x\cdot a' > 0\,]` for one constraint at angle :math:`\varphi` from :math:`\hat a` in :math:`n` dimensions.
+
+    With :math:`a' = \cos\theta\,\hat a + \sin\theta\,u` and :math:`x = \cos\varphi\,\hat a + \sin\varphi\,e`,
+    :math:`x\cdot a' > 0 \iff t = u\cdot e > -\cot\theta\cot\varphi`, and for :math:`u` uniform on the
+    unit sphere of the :math:`(n-1)`-dimensional complement, :math:`(1+t)/2 \sim \mathrm{Beta}(\frac{n-2}2, \frac{n-2}2)`.
+    The closed form :func:`cone_local_entropy` is tested against.
+    """
+    from scipy import stats as sps
+
+    if n < 3:
+        raise ValueError(f"n must be >= 3 for the Beta law of u.e, got {n}")
+    sin_phi = float(np.sqrt(max(1.0 - cos_phi ** 2, 0.0)))
+    if sin_phi == 0.0 or np.sin(theta) == 0.0:
+        return float(cos_phi * np.cos(theta) > 0)
+    t0 = -np.cos(theta) * cos_phi / (np.sin(theta) * sin_phi)
+    if t0 <= -1:
+        return 1.0
+    if t0 >= 1:
+        return 0.0
+    k = (n - 2) / 2
+    return float(sps.beta.sf((1 + t0) / 2, k, k))
+
+
+def stabilities(params: Params, X: torch.Tensor, y: torch.Tensor) -> np.ndarray:
+    r"""Normalised stabilities :math:`\kappa_\mu = y^\mu h^\mu / s_\mu` of a linear classifier under multiplicative noise.
+
+    Under :math:`w \to w(1+\sigma z)`, :math:`b \to b(1+\sigma z_b)` the pre-activation is
+    :math:`h^\mu + \sigma\,\xi`, :math:`\xi\sim\mathcal N(0, s_\mu^2)`,
+    :math:`s_\mu^2 = \sum_i (x^\mu_i w_i)^2/N + b^2`, so every quantity of :func:`local_energy`
+    for a linear classifier is a function of the :math:`\kappa_\mu` alone (:func:`perturbed_error`).
+    """
+    N = X.shape[1]
+    w, b = params["w"].detach(), params["b"].detach()
+    h = X @ w / N ** 0.5 + b
+    s = ((X * w[None, :]) ** 2).sum(1) / N + b ** 2
+    return (y * h / s.sqrt().clamp_min(1e-30)).cpu().double().numpy()
+
+
+def perturbed_error(kappa: np.ndarray, sigma: float | np.ndarray) -> np.ndarray:
+    r"""Exact :math:`\mathbb E_z[E(w+\sigma z\odot w)] = \frac1P\sum_\mu H(\kappa_\mu/\sigma)` from the stabilities.
+
+    :math:`H(x) = \tfrac12\operatorname{erfc}(x/\sqrt2)`; at :math:`\sigma = 0` it is the training error
+    (:math:`\kappa \le 0` counts as an error). ``sigma`` may be an array; returns one value per sigma.
+    """
+    from scipy import special
+
+    kappa = np.asarray(kappa, dtype=float)
+    sig = np.atleast_1d(np.asarray(sigma, dtype=float))
+    out = np.empty(sig.shape)
+    for i, s in enumerate(sig):
+        out[i] = float((kappa <= 0).mean()) if s == 0 else float(
+            (0.5 * special.erfc(kappa / (s * np.sqrt(2.0)))).mean())
+    return out
+
+
+def crossover_sigma(kappa_a: np.ndarray, kappa_b: np.ndarray, *, convention: str = "relative",
+                    grid: Sequence[float] | None = None) -> float:
+    r"""Smallest :math:`\sigma` where solution ``b`` becomes flatter than ``a`` (NaN if it never does on ``grid``).
+
+    The gap :math:`G(\sigma) = F_a(\sigma) - F_b(\sigma)` uses the exact perturbed error of
+    :func:`perturbed_error`: ``convention="relative"`` is the local energy of Pittorino et al.
+    (ICLR 2021), :math:`F = \delta E(\sigma) = E(\sigma) - E(0)`; ``"absolute"`` is the perturbed error
+    :math:`F = E(\sigma)` itself. Returns the first root of :math:`G` where it turns from :math:`\le 0`
+    (``a`` flatter) to :math:`> 0`, located by bisection (Brent) between grid points of a log grid.
+    """
+    from scipy.optimize import brentq
+
+    if convention not in ("relative", "absolute"):
+        raise ValueError(f"convention must be 'relative' or 'absolute', got {convention!r}")
+    grid = np.geomspace(1e-3, 10.0, 200) if grid is None else np.asarray(grid, dtype=float)
+    off_a = perturbed_error(kappa_a, 0.0)[0] if convention == "relative" else 0.0
+    off_b = perturbed_error(kappa_b, 0.0)[0] if convention == "relative" else 0.0
+
+    def gap(s: float) -> float:
+        return float(perturbed_error(kappa_a, s)[0] - off_a - perturbed_error(kappa_b, s)[0] + off_b)
+
+    vals = np.array([gap(s) for s in grid])
+    for i in range(len(grid) - 1):
+        if vals[i] <= 0 < vals[i + 1]:
+            if vals[i] == 0:
+                return float(grid[i])
+            return float(brentq(gap, grid[i], grid[i + 1], xtol=1e-10))
+    return float("nan")

@@ -1,17 +1,24 @@
-r"""Claim wide-minima: Bayes-optimal Gaussian-mixture classifiers sit in wide flat minima.
+r"""Claim wide-minima: approaching the Bayes-optimal classifier, the local entropy rises.
 
-Baldassi, Malatesta, Negri & Zecchina (J. Stat. Mech. 2020, arXiv 2010.14761), with the
-flatness-seeking algorithms of Baldassi, Pittorino & Zecchina (PNAS 2020) and Pittorino et al.
-(ICLR 2021). The protocol has four parts, each a function the notebook calls:
+Baldassi, Malatesta, Negri & Zecchina (J. Stat. Mech. 2020, arXiv 2010.14761), section III: for a
+threshold-linear classifier on two Gaussian clusters, "the closer we get to [Bayes-optimal]
+configurations, the higher the local entropy", computed with the Franz–Parisi potential
+(appendix C); section IV and Pittorino et al. (ICLR 2021): flatness-seeking algorithms find such
+regions. One replication (:func:`run_seed`) draws one data set per seed and computes:
 
-1. :func:`bo_curve`: closed-form :math:`\varepsilon_{BO}(\alpha,\Delta,\rho)` against the Monte-Carlo
-   test error of the plug-in Bayes-optimal estimator;
-2. :func:`linear_family`: a family of linear minimisers on the same data (Bayes-optimal, ridge
-   path, logistic, max-margin, perceptron, smoothed-error descent) with train/test error, local
-   energy and the local-entropy proxy;
-3. :func:`net_runs`: SGD, Entropy-SGD and replicated SGD at an equal gradient budget on a
-   one-hidden-layer network (mixture, and a real dataset);
-4. :func:`summarize` and :func:`verdict`: the statistics and the decision, from the run's data.
+1. the plug-in Bayes-optimal (BO) test error against its closed form (every alpha, both rho);
+2. **balanced clusters**: the Monte-Carlo Franz–Parisi local entropy
+   :math:`S(\theta) = \ln\Pr_u[E(a') \le E(a)]` (:func:`flatminima.flatness.cone_local_entropy`)
+   along the ridge :math:`\lambda` path (the MSE-loss minimisers of the paper, which tend to BO as
+   :math:`\lambda\to\infty`) and along the straight path from max-margin to BO; the exact local
+   energy of both conventions (relative :math:`\delta E`, absolute perturbed error); the crossover
+   :math:`\sigma` at which max-margin and BO swap;
+3. **unbalanced clusters** (:math:`\rho` = ``rho_unbalanced``): the same local entropy along the
+   path that moves the threshold from 0 to the BO bias :math:`b^*` (BO needs the bias);
+4. **networks** on a mixture a small network cannot fit: SGD, Entropy-SGD, replicated SGD at an
+   equal total gradient budget and replicated SGD with every replica given SGD's full budget.
+
+:func:`aggregate` turns the per-seed records into the pre-registered decision.
 """
 from __future__ import annotations
 
@@ -20,25 +27,37 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
-import pandas as pd
 import torch
-from scipy import stats as sps
+from torch.func import functional_call
+from torch.nn import functional as F
 
 from ..data import load_dataset
-from ..flatness import classification_error_fn, local_energy, local_energy_loop, local_entropy_proxy
-from ..mixture import (LinearClassifier, bayes_optimal_error, bayes_optimal_estimator, logistic_classifier,
-                       max_margin_classifier, perceptron_classifiers, plugin_test_error, ridge_classifier,
-                       sample_mixture, zero_one_error)
+from ..flatness import (augmented, classification_error_fn, cone_local_entropy, crossover_sigma,
+                        local_energy_loop, perturbed_error, stabilities)
+from ..mixture import (bayes_optimal_error, bayes_optimal_estimator, max_margin_classifier, plugin_test_error,
+                       ridge_classifier, sample_mixture)
 from ..models import make_model
-from ..optim import entropy_sgd, replicated_sgd, sgd, smoothed_error_descent
+from ..optim import entropy_sgd, replicated_sgd, sgd
 from ..params import ClaimParams, ParameterError, param
-from ..progress import progress
 from ..results import make_record
-from ..stats import bootstrap_ci, mean_ci, wilcoxon_greater
+from ..stats import combine, decide, mean_ci, preregister, statistic
 
-REAL_DATASETS = ("mnist1d", "digits", "mnist", "fashion-mnist", "cifar10")
-ZERO_ERROR = ("max-margin", "perceptron")
-ALGORITHMS = ("SGD", "Entropy-SGD", "replicated SGD")
+ALGORITHMS = ("SGD", "Entropy-SGD", "replicated SGD (equal budget)", "replicated SGD (full epochs)")
+
+# Pre-registered before the verdict seeds were run. Pilot: seeds 500-509 (disjoint from every preset's
+# verdict seeds 0..num_seeds-1 and from verify's --seeds-from 1000), N = 200, alpha = 2, Delta = 0.5,
+# ridge lambdas 1e-2..1e2, theta = 0.3, 1000 cone draws: per-seed slope 0.60, sd 0.44 (balanced);
+# the bias path at rho = 0.2 gave 0.51, sd 1.27. The smallest effect of interest is the minimum
+# detectable effect of the cpu preset: with 16 seeds (the CPU budget) and sd 0.44, a one-sided t-test
+# at alpha = 0.05 has 80% power for 0.29 nats per decade; rounded up to 0.3 (power_t checks it).
+PREREGISTRATION = preregister(
+    primary="slope of the Franz-Parisi local entropy S(theta*) = ln P[E(a') <= E(a)] per decade of the ridge "
+            "lambda (towards the Bayes-optimal direction), balanced clusters, alpha = verdict_alpha",
+    smallest_effect=0.3,
+    test="stats.decide: one-sided t-test for a positive slope; TOST against +-0.3 nats per decade for 'not reproduced'",
+    pilot={"sd": 0.44, "n": 10, "source": "pilot seeds 500-509 of this estimator at the cpu preset's N, alpha, "
+                                           "Delta, lambdas, theta* and cone draws (run before the verdict seeds)"},
+    alternative="larger")
 
 
 @dataclass(frozen=True)
@@ -47,69 +66,61 @@ class Params(ClaimParams):
 
     CLAIM: ClassVar[str] = "wide-minima"
     PRESETS: ClassVar[dict] = {
-        "smoke": {"N": 100, "alphas": (1.0, 2.0), "num_seeds": 3, "n_test": 4000, "num_draws": 50,
-                  "sigmas": (0.1, 0.3, 0.6, 1.0), "verdict_sigmas": (0.3, 0.6, 1.0),
-                  "ridge_lambdas": (1e-2, 1.0, 100.0), "smooth_sigmas": (0.03, 1.0),
-                  "net_seeds": 2, "grad_budget": 150, "hidden": 32, "net_sigmas": (0.3, 0.6),
-                  "real_dataset": "digits", "smooth_steps": 50},
+        "smoke": {"N": 60, "alphas": (1.0, 2.0), "num_seeds": 3, "n_test": 2000, "num_draws": 200,
+                  "ridge_lambdas": (1e-2, 1.0, 100.0), "net_N": 20, "net_alpha": 10.0, "grad_budget": 60, "net_seeds": 1,
+                  "net_draws": 30},
         "cpu": {},
-        "paper": {"N": 1000, "alphas": (0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0), "num_seeds": 20,
-                  "n_test": 100_000, "num_draws": 1000, "net_seeds": 10, "grad_budget": 60_000,
-                  "hidden": 512, "real_dataset": "cifar10", "batch_size": 128},
+        "paper": {"N": 1000, "alphas": (0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0), "num_seeds": 30,
+                  "n_test": 100_000, "num_draws": 5000, "grad_budget": 20_000, "hidden": 32, "net_N": 200},
     }
 
     N: int = param(200, "input dimension N of the mixture", low=10, high=100_000)
-    alphas: tuple[float, ...] = param((0.5, 1.0, 2.0, 4.0), "sample ratios alpha (P over N)", low=0.05, high=100)
+    alphas: tuple[float, ...] = param((0.5, 1.0, 2.0, 4.0), "sample ratios alpha (P over N) of the BO curve",
+                                      low=0.05, high=100)
     Delta: float = param(0.5, "noise variance Delta of each cluster", low=0.0, low_inclusive=False, high=10)
-    rho_unbalanced: float = param(0.2, "fraction of positive labels rho of the unbalanced Bayes-optimal curve", low=0.0, high=0.5,
+    rho_unbalanced: float = param(0.2, "fraction of positive labels rho of the unbalanced case", low=0.0, high=0.5,
                                   low_inclusive=False, high_inclusive=False)
-    num_seeds: int = param(10, "independent data sets per alpha (linear part)", low=2, high=200)
+    num_seeds: int = param(16, "independent data sets (one per seed)", low=2, high=200)
     n_test: int = param(20_000, "fresh test points per data set", low=100)
-    sigmas: tuple[float, ...] = param((0.05, 0.1, 0.2, 0.3, 0.6, 1.0),
-                                      "relative weight-noise sizes sigma of the local energy", low=0.0, high=10)
-    num_draws: int = param(200, "noise draws per sigma (local energy, local entropy)", low=10, high=100_000)
-    entropy_distances: tuple[float, ...] = param((0.1, 0.3), "relative distances d of the local-entropy proxy",
-                                                 low=0.0, high=5, low_inclusive=False)
-    ridge_lambdas: tuple[float, ...] = param((1e-4, 1e-2, 1.0, 10.0, 100.0, 1e4), "ridge-MSE lambda path",
-                                             low=0.0, low_inclusive=False)
-    smooth_sigmas: tuple[float, ...] = param((0.01, 0.03, 0.1, 1.0),
-                                             "sigmas of smoothed-error descent (flatness-seeking, linear)",
-                                             low=0.0, low_inclusive=False)
-    smooth_steps: int = param(300, "projected-gradient steps of smoothed-error descent", low=1)
-    verdict_alpha: float = param(2.0, "alpha at which the verdict is taken (must be in alphas)", low=0.05)
-    verdict_sigmas: tuple[float, ...] = param((0.3, 0.6, 1.0), "sigmas tested for the BO flatness gap (in sigmas)",
-                                              low=0.0, low_inclusive=False)
-    sigma_star: float = param(0.6, "sigma of the flatness-vs-test-error correlation (in sigmas)", low=0.0,
-                              low_inclusive=False)
-    p_threshold: float = param(0.01, "one-sided Wilcoxon level for the BO flatness gap", low=0.0, high=0.5,
-                               low_inclusive=False)
-    min_spearman: float = param(0.8, "Spearman(flatness, test error) needed across the family", low=-1.0, high=1.0)
-    net_alpha: float = param(2.0, "alpha of the mixture the networks are trained on", low=0.05)
-    real_dataset: str = param("mnist1d", "real dataset of the network comparison", choices=REAL_DATASETS)
-    hidden: int = param(128, "hidden units of the one-hidden-layer network", low=1)
+    verdict_alpha: float = param(2.0, "alpha of the local-entropy paths (must be in alphas)", low=0.05)
+    thetas: tuple[float, ...] = param((0.1, 0.2, 0.3), "angles theta of the Franz-Parisi local entropy", low=0.0,
+                                      high=3.14, low_inclusive=False)
+    theta_star: float = param(0.3, "angle of the pre-registered statistic (in thetas)", low=0.0, low_inclusive=False)
+    num_draws: int = param(1000, "uniform cone draws per angle (local entropy)", low=10, high=1_000_000)
+    path_points: int = param(5, "points of the max-margin-to-BO and bias paths", low=3, high=50)
+    ridge_lambdas: tuple[float, ...] = param((1e-2, 1e-1, 1.0, 10.0, 100.0), "ridge-MSE lambda path", low=0.0,
+                                             low_inclusive=False)
+    sigmas: tuple[float, ...] = param((0.1, 0.2, 0.3, 0.6, 1.0), "relative weight-noise sizes sigma (exact local energy)",
+                                      low=0.0, high=10, low_inclusive=False)
+    sigma_star: float = param(0.6, "sigma of the local-energy slopes (in sigmas)", low=0.0, low_inclusive=False)
+    net_seeds: int = param(3, "how many of the seeds (the first ones) also train the networks", low=0, high=200)
+    net_N: int = param(50, "input dimension of the networks' mixture", low=2)
+    net_alpha: float = param(10.0, "alpha of the networks' mixture (large: the network cannot fit it)", low=0.05)
+    hidden: int = param(8, "hidden units of the one-hidden-layer network", low=1)
     lr: float = param(0.1, "SGD learning rate (also the SGLD and replica step)", low=0.0, low_inclusive=False)
     batch_size: int = param(32, "minibatch size", low=1)
-    grad_budget: int = param(3000, "minibatch gradient evaluations per algorithm (equal budget)", low=10)
-    net_seeds: int = param(5, "seeds of the network comparison", low=2, high=100)
+    grad_budget: int = param(500, "SGD's minibatch gradients (the equal total budget of the other arms)", low=10)
     L: int = param(5, "Entropy-SGD inner SGLD steps", low=1, high=100)
     num_replicas: int = param(3, "replicated-SGD replicas", low=1, high=64)
     gamma0: float = param(0.03, "initial coupling gamma_0 (Entropy-SGD and replicated SGD)", low=0.0)
     gamma_max: float = param(3.0, "final coupling of the exponential schedule", low=0.0)
     sgld_noise: float = param(1e-4, "Entropy-SGD thermal noise epsilon", low=0.0)
-    net_sigmas: tuple[float, ...] = param((0.1, 0.3, 0.6), "sigmas of the networks' local energy", low=0.0,
-                                          high=10, low_inclusive=False)
+    net_sigma: float = param(0.3, "sigma of the networks' local energy", low=0.0, high=10, low_inclusive=False)
+    net_draws: int = param(100, "noise draws of the networks' local energy", low=10)
 
     def validate(self) -> None:
         if self.verdict_alpha not in self.alphas:
             raise ParameterError(f"parameter 'verdict_alpha' must be one of alphas {self.alphas}, got {self.verdict_alpha}")
-        missing = [s for s in (*self.verdict_sigmas, self.sigma_star) if s not in self.sigmas]
-        if missing:
-            raise ParameterError(f"parameters 'verdict_sigmas' and 'sigma_star' must be among sigmas {self.sigmas}; "
-                                 f"not found: {missing}")
+        if self.theta_star not in self.thetas:
+            raise ParameterError(f"parameter 'theta_star' must be one of thetas {self.thetas}, got {self.theta_star}")
+        if self.sigma_star not in self.sigmas:
+            raise ParameterError(f"parameter 'sigma_star' must be one of sigmas {self.sigmas}, got {self.sigma_star}")
         if self.gamma_max < self.gamma0:
             raise ParameterError(f"parameter 'gamma_max' must be >= gamma0 ({self.gamma0}), got {self.gamma_max}")
         if self.grad_budget < max(self.L, self.num_replicas):
             raise ParameterError(f"parameter 'grad_budget' must be >= L and num_replicas, got {self.grad_budget}")
+        if len(self.ridge_lambdas) < 2:
+            raise ParameterError("parameter 'ridge_lambdas' needs at least 2 values to define a slope")
         if int(round(min(self.alphas) * self.N)) < 2:
             raise ParameterError(f"alpha * N must give at least 2 samples, got min(alphas)={min(self.alphas)}, N={self.N}")
 
@@ -119,350 +130,272 @@ def derive_seed(seed: int, *tags: int) -> int:
     return int(np.random.SeedSequence([seed, *tags]).generate_state(1)[0])
 
 
-# --------------------------------------------------------------------------- 1. Bayes-optimal curve
-def bo_curve(params: Params, *, device: torch.device | str = "cpu", show_progress: bool = False) -> pd.DataFrame:
-    """Monte-Carlo test error of the plug-in BO estimator and the closed form, per (rho, alpha, seed)."""
-    rows = []
-    for rho in progress((0.5, params.rho_unbalanced), enabled=show_progress, desc="BO curve"):
+def _slope(x, y) -> float:
+    """Least-squares slope of ``y`` on ``x``."""
+    return float(np.polyfit(np.asarray(x, dtype=float), np.asarray(y, dtype=float), 1)[0])
+
+
+# --------------------------------------------------------------------------- one linear configuration
+def _describe(params: Params, a: torch.Tensor, Xt: torch.Tensor, y: torch.Tensor, Xte: torch.Tensor,
+              yte: torch.Tensor, noise_seed: int) -> dict[str, float]:
+    """Train/test error, local entropy at every theta and the exact local energy (both conventions) of ``a``."""
+    N = Xt.shape[1] - 1
+    ent = cone_local_entropy(a, Xt, y, params.thetas, num_draws=params.num_draws, seed=noise_seed)
+    kappa = stabilities({"w": a[:N] * N ** 0.5, "b": a[N]}, Xt[:, :N], y)
+    E = perturbed_error(kappa, params.sigmas)
+    row = {"train_error": ent.reference, "test_error": float(((yte * (Xte @ a)) <= 0).double().mean())}
+    row.update({f"S_{t:g}": float(v) for t, v in zip(params.thetas, ent.log_volume)})
+    row.update({f"dE_{s:g}": float(e - ent.reference) for s, e in zip(params.sigmas, E)})
+    row.update({f"E_{s:g}": float(e) for s, e in zip(params.sigmas, E)})
+    row["kappa"] = kappa
+    return row
+
+
+def _unit(a: torch.Tensor) -> torch.Tensor:
+    return a / a.norm()
+
+
+# --------------------------------------------------------------------------- one replication
+def run_seed(params: Params, seed: int, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """One replication: one balanced and one unbalanced data set, their paths, and the networks (see module doc).
+
+    Everything random (data, test sets, cone draws, network init and minibatches) derives from ``seed``.
+    The linear part runs on the CPU in float64 (it is small); the networks on ``device``.
+    """
+    N, Delta = params.N, params.Delta
+    out: dict[str, Any] = {"seed": int(seed)}
+    # 1. BO curve
+    curve = []
+    for r, rho in enumerate((0.5, params.rho_unbalanced)):
         for i, alpha in enumerate(params.alphas):
-            for seed in range(params.num_seeds):
-                g = torch.Generator().manual_seed(derive_seed(seed, 1, i, int(rho * 1000)))
-                tr = sample_mixture(int(round(alpha * params.N)), params.N, Delta=params.Delta, rho=rho, generator=g)
-                err, se = plugin_test_error(tr.X.to(device), tr.y.to(device), Delta=params.Delta, rho=rho,
-                                            n_test=params.n_test, v=tr.v, generator=g)
-                rows.append({"rho": rho, "alpha": alpha, "seed": seed, "mc_error": err, "mc_se": se,
-                             "theory": bayes_optimal_error(alpha, params.Delta, rho)})
-    return pd.DataFrame(rows)
-
-
-def bo_agreement(curve: pd.DataFrame) -> pd.DataFrame:
-    """Per (rho, alpha): mean MC error over seeds, its standard error, theory, and |z| = |MC - theory|/SE."""
-    out = []
-    for (rho, alpha), grp in curve.groupby(["rho", "alpha"]):
-        ci = mean_ci(grp["mc_error"])
-        se = float(grp["mc_error"].std(ddof=1) / np.sqrt(len(grp)))
-        theory = float(grp["theory"].iloc[0])
-        out.append({"rho": rho, "alpha": alpha, "mc_error": ci.estimate, "ci_low": ci.low, "ci_high": ci.high,
-                    "se": se, "theory": theory, "z": abs(ci.estimate - theory) / max(se, 1e-12)})
-    return pd.DataFrame(out)
-
-
-# --------------------------------------------------------------------------- 2. family of minimisers
-def _solutions(params: Params, X: torch.Tensor, y: torch.Tensor, seed: int) -> list[tuple[str, str, LinearClassifier]]:
-    """(name, kind, classifier) for every member of the family on one training set (labels +-1)."""
-    sols = [("Bayes-optimal", "Bayes-optimal", bayes_optimal_estimator(X, y, Delta=params.Delta, rho=0.5))]
-    for lam in params.ridge_lambdas:
-        sols.append((f"ridge-MSE lambda={lam:g}", "ridge-MSE", ridge_classifier(X, y, lam)))
-    sols.append(("logistic lambda=1e-4", "logistic", logistic_classifier(X, y, 1e-4)))
-    sols.append(("max-margin", "max-margin", max_margin_classifier(X, y)))
-    perc = perceptron_classifiers(X, y, num_inits=1, seed=derive_seed(seed, 3), init_scale=0.1)[0]
-    sols.append(("perceptron", "perceptron", perc))
-    for s in params.smooth_sigmas:
-        w = smoothed_error_descent(X, y, perc.w, sigma=s, num_steps=params.smooth_steps)
-        sols.append((f"smoothed error sigma={s:g}", "smoothed-error descent",
-                     LinearClassifier(w=w * X.shape[1] ** 0.5, b=torch.zeros((), dtype=X.dtype, device=X.device))))
-    return sols
-
-
-def linear_family(params: Params, *, device: torch.device | str = "cpu", show_progress: bool = False) -> pd.DataFrame:
-    """Train/test error, local energy and local-entropy proxy of every minimiser, per (alpha, seed).
-
-    Balanced clusters. Columns ``dE_<sigma>`` (local energy) and ``S_<d>`` (proxy); the same noise
-    draws are used for every minimiser of a data set, so differences between them are paired.
-    """
-    rows = []
-    jobs = [(i, a, s) for i, a in enumerate(params.alphas) for s in range(params.num_seeds)]
-    for i, alpha, seed in progress(jobs, enabled=show_progress, desc="family"):
-        g = torch.Generator().manual_seed(derive_seed(seed, 2, i))
-        tr = sample_mixture(int(round(alpha * params.N)), params.N, Delta=params.Delta, generator=g)
-        te = sample_mixture(params.n_test, params.N, Delta=params.Delta, v=tr.v, generator=g)
-        X, y, Xt, yt = tr.X.to(device), tr.y.to(device), te.X.to(device), te.y.to(device)
-        train_err = lambda p: zero_one_error(p, X, y)  # noqa: E731
-        noise_seed = derive_seed(seed, 4, i)
-        for name, kind, clf in _solutions(params, X, y, seed):
-            p = clf.params()
-            le = local_energy(train_err, p, params.sigmas, num_draws=params.num_draws, seed=noise_seed)
-            ent = local_entropy_proxy(train_err, p, params.entropy_distances, num_draws=params.num_draws,
-                                      seed=noise_seed)
-            row = {"alpha": alpha, "seed": seed, "solution": name, "kind": kind,
-                   "train_error": float(train_err(p)), "test_error": float(zero_one_error(p, Xt, yt)),
-                   "eps_bo": bayes_optimal_error(alpha, params.Delta, 0.5)}
-            row.update({f"dE_{s:g}": float(m) for s, m in zip(params.sigmas, le.mean)})
-            row.update({f"S_{d:g}": float(m) for d, m in zip(params.entropy_distances, ent.mean)})
-            rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def energy_long(family: pd.DataFrame, params: Params) -> pd.DataFrame:
-    """The local-energy columns of :func:`linear_family` in long form (one row per sigma), for plots."""
-    cols = [f"dE_{s:g}" for s in params.sigmas]
-    long = family.melt(id_vars=["alpha", "seed", "solution", "kind"], value_vars=cols, var_name="sigma",
-                       value_name="dE")
-    long["sigma"] = long["sigma"].str[3:].astype(float)
-    return long
-
-
-# --------------------------------------------------------------------------- 3. networks
-def net_runs(params: Params, dataset: str, *, device: torch.device | str = "cpu",
-             show_progress: bool = False) -> pd.DataFrame:
-    """SGD, Entropy-SGD and replicated SGD at an equal gradient budget, one row per (seed, algorithm).
-
-    One hidden layer of ``hidden`` ReLU units; every algorithm starts from the same initialisation
-    for a seed and spends ``grad_budget`` minibatch gradients (Entropy-SGD: ``grad_budget // L``
-    outer steps of ``L`` SGLD steps; replicated SGD: ``grad_budget // num_replicas`` steps of all
-    replicas). Columns: train/test error, local energy ``dE_<sigma>`` of the returned weights.
-    """
-    rows = []
-    for seed in progress(range(params.net_seeds), enabled=show_progress, desc=f"nets on {dataset}"):
-        if dataset == "gaussian-mixture":
-            data = load_dataset(dataset, seed=derive_seed(seed, 5), N=params.N, alpha=params.net_alpha,
-                                Delta=params.Delta, rho=0.5, n_test=params.n_test)
-        else:
-            data = load_dataset(dataset, seed=seed)
-        data = data.flat().to(device)
-        net = make_model("mlp", data.input_shape, data.num_classes, widths=(params.hidden,),
-                         seed=derive_seed(seed, 6)).to(device)
-        X, y = data.X_train, data.y_train
-        common = {"batch_size": params.batch_size, "seed": derive_seed(seed, 7)}
-        runs = {
-            "SGD": lambda: sgd(net, X, y, lr=params.lr, num_steps=params.grad_budget, **common),
-            "Entropy-SGD": lambda: entropy_sgd(net, X, y, sgld_lr=params.lr, L=params.L, gamma0=params.gamma0,
-                                               gamma_max=params.gamma_max, noise=params.sgld_noise,
-                                               num_steps=params.grad_budget // params.L, **common),
-            "replicated SGD": lambda: replicated_sgd(net, X, y, lr=params.lr, num_replicas=params.num_replicas,
-                                                     gamma0=params.gamma0, gamma_max=params.gamma_max,
-                                                     num_steps=params.grad_budget // params.num_replicas, **common),
-        }
-        # On CPU one draw's forward pass over the whole training set already fills the core and the
-        # vmapped version was 2x slower than the loop (benchmarks/bench_flatness.py); on GPU batch the draws.
-        on_cpu = torch.device(device).type == "cpu"
-        train_err = classification_error_fn(net, X, y)
-        test_err = classification_error_fn(net, data.X_test, data.y_test)
-        for algo, fn in runs.items():
-            res = fn()
-            seed_le = derive_seed(seed, 8)
-            le = (local_energy_loop(train_err, res.params, params.net_sigmas, num_draws=params.num_draws, seed=seed_le)
-                  if on_cpu else local_energy(train_err, res.params, params.net_sigmas, num_draws=params.num_draws,
-                                              seed=seed_le, chunk_size=100))
-            row = {"dataset": dataset, "seed": seed, "algorithm": algo, "grad_evals": res.grad_evals,
-                   "train_error": float(train_err(res.params)), "test_error": float(test_err(res.params))}
-            row.update({f"dE_{s:g}": float(m) for s, m in zip(params.net_sigmas, le.mean)})
-            rows.append(row)
-    return pd.DataFrame(rows)
-
-
-# --------------------------------------------------------------------------- 4. statistics and verdict
-def flatness_gaps(family: pd.DataFrame, params: Params, alpha: float | None = None) -> pd.DataFrame:
-    r"""Paired gaps :math:`D(\sigma) = \delta E_{\rm ref}(\sigma) - \delta E_{BO}(\sigma)` over seeds, per zero-error reference.
-
-    Mean with a Student-t 95% CI and the one-sided Wilcoxon signed-rank p-value for :math:`D > 0`
-    (the Bayes-optimal solution is flatter), at ``alpha`` (default ``verdict_alpha``).
-    """
-    alpha = params.verdict_alpha if alpha is None else alpha
-    fam = family[family["alpha"] == alpha]
-    bo = fam[fam["kind"] == "Bayes-optimal"].set_index("seed")
-    out = []
-    for ref in ZERO_ERROR:
-        other = fam[fam["kind"] == ref].set_index("seed")
-        for s in params.sigmas:
-            d = (other[f"dE_{s:g}"] - bo[f"dE_{s:g}"]).dropna().to_numpy()
-            ci = mean_ci(d)
-            out.append({"alpha": alpha, "reference": ref, "sigma": s, "gap": ci.estimate, "ci_low": ci.low,
-                        "ci_high": ci.high, "p_value": wilcoxon_greater(d), "n": len(d),
-                        "ref_train_error": float(other["train_error"].mean()), "in_verdict": s in params.verdict_sigmas})
-    return pd.DataFrame(out)
-
-
-def family_spearman(family: pd.DataFrame, params: Params, alpha: float | None = None) -> dict[str, Any]:
-    """Spearman rank correlation of local energy at ``sigma_star`` with test error across the family, per seed."""
-    alpha = params.verdict_alpha if alpha is None else alpha
-    fam = family[family["alpha"] == alpha]
-    col = f"dE_{params.sigma_star:g}"
-    per_seed = [float(sps.spearmanr(g[col], g["test_error"]).statistic) for _, g in fam.groupby("seed")]
-    per_seed = [r for r in per_seed if np.isfinite(r)]
-    ci = bootstrap_ci(per_seed)
-    means = fam.groupby("solution")[[col, "test_error"]].mean()
-    pooled = float(sps.spearmanr(means[col], means["test_error"]).statistic)
-    return {"alpha": alpha, "sigma": params.sigma_star, "per_seed": per_seed, "mean": ci.to_dict(),
-            "seed_averaged": pooled}
-
-
-def algorithm_gaps(runs: pd.DataFrame, eps_bo: float | None = None) -> pd.DataFrame:
-    """Paired differences against SGD over seeds: test error (SGD minus algorithm), i.e. > 0 when the algorithm is better.
-
-    Mean with a Student-t 95% CI over seeds (few seeds: the percentile bootstrap would be too narrow).
-
-    On the mixture, the test-error difference equals the difference of the gaps to
-    :math:`\\varepsilon_{BO}` (``eps_bo`` only adds the gaps themselves to the table).
-    """
-    piv = runs.pivot(index="seed", columns="algorithm", values="test_error")
-    out = []
-    for algo in ALGORITHMS:
-        ci_err = mean_ci(piv[algo])
-        row = {"algorithm": algo, "test_error": ci_err.estimate, "err_low": ci_err.low, "err_high": ci_err.high}
-        if eps_bo is not None:
-            row["gap_to_bo"] = ci_err.estimate - eps_bo
-        if algo != "SGD":
-            d = (piv["SGD"] - piv[algo]).to_numpy()
-            ci = mean_ci(d)
-            row.update({"improvement": ci.estimate, "imp_low": ci.low, "imp_high": ci.high,
-                        "wins": int((d > 0).sum()), "n": len(d)})
-        out.append(row)
-    return pd.DataFrame(out)
-
-
-def runs_spearman(runs: pd.DataFrame, sigma: float) -> dict[str, float]:
-    """Spearman correlation between local energy at ``sigma`` and test error over all runs (seeds x algorithms)."""
-    r = sps.spearmanr(runs[f"dE_{sigma:g}"], runs["test_error"])
-    return {"sigma": sigma, "spearman": float(r.statistic), "p_value": float(r.pvalue), "n": len(runs)}
-
-
-def verdict(params: Params, gaps: pd.DataFrame, spearman: dict[str, Any], algos: pd.DataFrame) -> dict[str, Any]:
-    """The decision, computed from the statistics; returns ``verdict``, ``criterion`` and each part's outcome.
-
-    * A (wide flat minimum): for every sigma in ``verdict_sigmas`` and both zero-error references,
-      the one-sided Wilcoxon p-value of :math:`D(\\sigma) > 0` is below ``p_threshold``.
-    * B (flatness tracks generalisation): mean per-seed Spearman >= ``min_spearman``.
-    * C (flatness-seeking helps): for both Entropy-SGD and replicated SGD the bootstrap 95% CI of the
-      paired test-error improvement over SGD (mixture network, Student-t over seeds) lies above 0; "contrary" if either
-      lies below 0.
-
-    ``reproduced`` if A, B and C hold; ``not reproduced`` if A or B fails or C is contrary;
-    ``inconclusive`` if A and B hold but C is a null result, or if ``num_seeds`` is too small for
-    the Wilcoxon test to reach ``p_threshold`` at all (:math:`2^{-n} > p`).
-    """
-    sel = gaps[gaps["in_verdict"]]
-    a_pass = bool((sel["p_value"] < params.p_threshold).all())
-    b_value = float(spearman["mean"]["estimate"])
-    b_pass = b_value >= params.min_spearman
-    others = algos[algos["algorithm"] != "SGD"]
-    c_pass = bool((others["imp_low"] > 0).all())
-    c_contrary = bool((others["imp_high"] < 0).any())
-    underpowered = 2.0 ** (-params.num_seeds) > params.p_threshold
-    if underpowered:
-        v = "inconclusive"
-    elif a_pass and b_pass and c_pass:
-        v = "reproduced"
-    elif not a_pass or not b_pass or c_contrary:
-        v = "not reproduced"
-    else:
-        v = "inconclusive"
-    criterion = (
-        f"A: at alpha={params.verdict_alpha:g}, for every sigma in {list(params.verdict_sigmas)} the local energy of the "
-        f"Bayes-optimal solution is below that of the max-margin and perceptron solutions (paired one-sided Wilcoxon "
-        f"over {params.num_seeds} seeds, p < {params.p_threshold:g}); B: mean per-seed Spearman(dE(sigma={params.sigma_star:g}), "
-        f"test error) across the family of minimisers >= {params.min_spearman:g}; C: Entropy-SGD and replicated SGD "
-        f"both have lower test error than SGD at equal gradient budget on the mixture network (Student-t 95% CI of the "
-        f"paired improvement over {params.net_seeds} seeds > 0). Reproduced if A, B and C hold; not reproduced if A or B fails or C is significantly "
-        f"reversed; inconclusive if only C is a null result or the seeds are too few for p < {params.p_threshold:g}.")
-    return {"verdict": v, "criterion": criterion, "A_flat_minimum": a_pass, "B_spearman": b_pass,
-            "B_value": b_value, "C_algorithms": "pass" if c_pass else ("contrary" if c_contrary else "null"),
-            "underpowered": underpowered}
-
-
-def record(params: Params, *, curve: pd.DataFrame, family: pd.DataFrame, gmm_runs: pd.DataFrame,
-           real_runs: pd.DataFrame, device: torch.device | str, runtime_s: float) -> dict[str, Any]:
-    """Compute every statistic and the verdict and assemble the results record."""
-    agreement = bo_agreement(curve)
-    gaps = flatness_gaps(family, params)
-    spear = family_spearman(family, params)
-    eps_net = bayes_optimal_error(params.net_alpha, params.Delta, 0.5)
-    algos = algorithm_gaps(gmm_runs, eps_net)
-    real_algos = algorithm_gaps(real_runs)
-    real_corr = runs_spearman(real_runs, max(params.net_sigmas))
-    dec = verdict(params, gaps, spear, algos)
-    head = gaps[(gaps["reference"] == "max-margin") & (gaps["sigma"] == params.sigma_star)].iloc[0]
-    stats = {
-        "bo_curve": agreement.to_dict(orient="records"),
-        "bo_within_3se": bool((agreement["z"] < 3).all()),
-        "flatness_gaps": gaps.to_dict(orient="records"),
-        "family_spearman": spear,
-        "family_means": family[family["alpha"] == params.verdict_alpha].groupby("solution")[
-            ["train_error", "test_error", *[f"dE_{s:g}" for s in params.sigmas]]].mean().reset_index()
-        .to_dict(orient="records"),
-        "mixture_networks": algos.to_dict(orient="records"),
-        "mixture_eps_bo": eps_net,
-        "real_networks": real_algos.to_dict(orient="records"),
-        "real_dataset": params.real_dataset,
-        "real_flatness_spearman": real_corr,
-        "per_seed": {"mixture_networks": gmm_runs.to_dict(orient="records"),
-                     "real_networks": real_runs.to_dict(orient="records")},
-        "decision": {k: v for k, v in dec.items() if k not in ("verdict", "criterion")},
+            g = torch.Generator().manual_seed(derive_seed(seed, 1, r, i))
+            tr = sample_mixture(int(round(alpha * N)), N, Delta=Delta, rho=rho, generator=g)
+            err, se = plugin_test_error(tr.X, tr.y, Delta=Delta, rho=rho, n_test=params.n_test, v=tr.v, generator=g)
+            curve.append({"rho": rho, "alpha": alpha, "mc_error": err, "mc_se": se,
+                          "theory": bayes_optimal_error(alpha, Delta, rho)})
+    out["bo_curve"] = curve
+    P = int(round(params.verdict_alpha * N))
+    noise_seed = derive_seed(seed, 4)
+    ts = np.linspace(0.0, 1.0, params.path_points)
+    th = f"S_{params.theta_star:g}"
+    # 2. balanced: ridge path and max-margin -> BO path
+    g = torch.Generator().manual_seed(derive_seed(seed, 2))
+    tr = sample_mixture(P, N, Delta=Delta, generator=g, dtype=torch.float64)
+    te = sample_mixture(params.n_test, N, Delta=Delta, v=tr.v, generator=g, dtype=torch.float64)
+    bo = bayes_optimal_estimator(tr.X, tr.y, Delta=Delta).params()
+    a_bo, Xt = augmented(bo, tr.X)
+    _, Xte = augmented(bo, te.X)
+    a_mm, _ = augmented(max_margin_classifier(tr.X, tr.y).params(), tr.X)
+    desc = lambda a: _describe(params, a, Xt, tr.y, Xte, te.y, noise_seed)  # noqa: E731
+    ridge = [{"lam": lam, **desc(augmented(ridge_classifier(tr.X, tr.y, lam).params(), tr.X)[0])}
+             for lam in params.ridge_lambdas]
+    path = [{"t": float(t), **desc((1 - t) * _unit(a_mm) + t * _unit(a_bo))} for t in ts]
+    k_mm, k_bo = path[0].pop("kappa"), path[-1].pop("kappa")
+    for row in (*ridge, *path):
+        row.pop("kappa", None)
+    loglam = np.log10(params.ridge_lambdas)
+    s_star = f"{params.sigma_star:g}"
+    out["balanced"] = {
+        "ridge": ridge, "path": path,
+        "ridge_slope": _slope(loglam, [r[th] for r in ridge]),
+        "path_slope": {f"{t:g}": _slope(ts, [r[f"S_{t:g}"] for r in path]) for t in params.thetas},
+        "ridge_energy_slope": {"relative": -_slope(loglam, [r[f"dE_{s_star}"] for r in ridge]),
+                               "absolute": -_slope(loglam, [r[f"E_{s_star}"] for r in ridge])},
+        "crossover": {c: crossover_sigma(k_mm, k_bo, convention=c) for c in ("relative", "absolute")},
+        "bo_train_error": path[-1]["train_error"], "mm_train_error": path[0]["train_error"],
     }
-    return make_record(
-        claim=params.CLAIM, params=params, verdict=dec["verdict"], statistics=stats, criterion=dec["criterion"],
-        seeds=list(range(params.num_seeds)), runtime_s=runtime_s, device=str(device),
-        headline={"label": f"local-energy gap dE(sigma={params.sigma_star:g}), max-margin minus Bayes-optimal, "
-                           f"alpha={params.verdict_alpha:g}",
-                  "value": float(head["gap"]), "ci_low": float(head["ci_low"]), "ci_high": float(head["ci_high"]),
-                  "paper": "Bayes-optimal solution lies in a wider flat region than ERM minimisers (replica theory, "
-                           "N -> infinity; qualitative)"},
-        notes=f"A={dec['A_flat_minimum']}, B={dec['B_value']:.3f}, C={dec['C_algorithms']}")
+    # 3. unbalanced: BO direction, threshold from 0 to b*
+    rho = params.rho_unbalanced
+    g = torch.Generator().manual_seed(derive_seed(seed, 3))
+    tr = sample_mixture(P, N, Delta=Delta, rho=rho, generator=g, dtype=torch.float64)
+    te = sample_mixture(params.n_test, N, Delta=Delta, rho=rho, v=tr.v, generator=g, dtype=torch.float64)
+    bo = bayes_optimal_estimator(tr.X, tr.y, Delta=Delta, rho=rho).params()
+    a_bo, Xt = augmented(bo, tr.X)
+    _, Xte = augmented(bo, te.X)
+    bias_path = []
+    for t in ts:
+        a = a_bo.clone()
+        a[-1] = t * a_bo[-1]
+        row = {"t": float(t), **_describe(params, a, Xt, tr.y, Xte, te.y, noise_seed)}
+        row.pop("kappa")
+        bias_path.append(row)
+    a_mm, _ = augmented(max_margin_classifier(tr.X, tr.y).params(), tr.X)
+    mm = _describe(params, a_mm, Xt, tr.y, Xte, te.y, noise_seed)
+    mm.pop("kappa")
+    out["unbalanced"] = {"bias_path": bias_path, "max_margin": mm,
+                         "bias_slope": _slope(ts, [r[th] for r in bias_path])}
+    # 4. networks
+    out["nets"] = net_runs(params, seed, device) if seed in params.seeds[:params.net_seeds] else []
+    return out
 
 
-def run(params: Params, *, device: torch.device | str = "cpu", show_progress: bool = False) -> dict[str, Any]:
-    """The whole protocol in one call (the notebook calls the parts one by one to plot them)."""
+def net_runs(params: Params, seed: int, device: torch.device | str = "cpu") -> list[dict[str, Any]]:
+    """The four training arms on one mixture data set, from one initialisation (one row per arm).
+
+    SGD takes ``grad_budget`` minibatch steps; Entropy-SGD ``grad_budget // L`` outer steps of ``L``
+    SGLD steps (equal budget); replicated SGD ``grad_budget // num_replicas`` steps of every replica
+    (equal total budget) or ``grad_budget`` steps of every replica (full epochs per replica, as in
+    Pittorino et al. 2021, which costs ``num_replicas`` times SGD's gradients). Rows: training error
+    and cross-entropy, test error, gradients spent, and the local energy at ``net_sigma``.
+    """
+    data = load_dataset("gaussian-mixture", seed=derive_seed(seed, 5), N=params.net_N, alpha=params.net_alpha,
+                        Delta=params.Delta, rho=0.5, n_test=params.n_test).flat().to(device)
+    net = make_model("mlp", data.input_shape, data.num_classes, widths=(params.hidden,),
+                     seed=derive_seed(seed, 6)).to(device)
+    X, y = data.X_train, data.y_train
+    common = {"batch_size": params.batch_size, "seed": derive_seed(seed, 7)}
+    coupling = {"gamma0": params.gamma0, "gamma_max": params.gamma_max}
+    runs = {
+        "SGD": lambda: sgd(net, X, y, lr=params.lr, num_steps=params.grad_budget, **common),
+        "Entropy-SGD": lambda: entropy_sgd(net, X, y, sgld_lr=params.lr, L=params.L, noise=params.sgld_noise,
+                                           num_steps=params.grad_budget // params.L, **coupling, **common),
+        "replicated SGD (equal budget)": lambda: replicated_sgd(
+            net, X, y, lr=params.lr, num_replicas=params.num_replicas,
+            num_steps=params.grad_budget // params.num_replicas, **coupling, **common),
+        "replicated SGD (full epochs)": lambda: replicated_sgd(
+            net, X, y, lr=params.lr, num_replicas=params.num_replicas, num_steps=params.grad_budget,
+            **coupling, **common),
+    }
+    train_err = classification_error_fn(net, X, y)
+    test_err = classification_error_fn(net, data.X_test, data.y_test)
+    rows = []
+    for algo, fn in runs.items():
+        res = fn()
+        with torch.no_grad():
+            loss = float(F.cross_entropy(functional_call(net, res.params, (X,)), y))
+        le = local_energy_loop(train_err, res.params, [params.net_sigma], num_draws=params.net_draws,
+                               seed=derive_seed(seed, 8))
+        rows.append({"algorithm": algo, "grad_evals": res.grad_evals, "train_error": float(train_err(res.params)),
+                     "train_loss": loss, "test_error": float(test_err(res.params)), "dE": float(le.mean[0])})
+    return rows
+
+
+# --------------------------------------------------------------------------- statistics and decision
+def criterion_text(params: Params) -> str:
+    """The pre-registered decision in words."""
+    d = PREREGISTRATION["smallest_effect"]
+    return (f"Part A (primary): per-seed slope of the Franz-Parisi local entropy S(theta={params.theta_star:g}) per decade "
+            f"of the ridge lambda, which moves the MSE minimiser towards the Bayes-optimal direction (balanced clusters, "
+            f"alpha={params.verdict_alpha:g}); Part B: per-seed slope of S(theta={params.theta_star:g}) along the path that "
+            f"moves the threshold from 0 to the Bayes-optimal bias b* (rho={params.rho_unbalanced:g}). Each part is decided "
+            f"by stats.decide with smallest effect {d:g} nats (reproduced: one-sided t p < 0.05; not reproduced: reversed, "
+            f"or TOST excludes +-{d:g}); the verdict is stats.combine of the two parts. The crossover sigma, both "
+            f"local-energy conventions and the network arms are reported, not decided.")
+
+
+def _per_seed(records: list[dict], *keys: str) -> np.ndarray:
+    vals = []
+    for r in records:
+        v: Any = r
+        for k in keys:
+            v = v[k]
+        vals.append(float(v) if v is not None else np.nan)
+    return np.asarray(vals, dtype=float)
+
+
+def _ci(x: np.ndarray) -> dict[str, float]:
+    x = x[np.isfinite(x)]
+    if x.size < 2:
+        return {"estimate": float(x.mean()) if x.size else float("nan"), "low": float("nan"),
+                "high": float("nan"), "n": int(x.size)}
+    ci = mean_ci(x)
+    return {"estimate": ci.estimate, "low": ci.low, "high": ci.high, "n": int(x.size)}
+
+
+def _path_means(records: list[dict], part: str, key: str, x: str) -> list[dict[str, Any]]:
+    """Mean over seeds of every column of a path, one row per path point."""
+    rows = []
+    for i, first in enumerate(records[0][part][key]):
+        cols = [c for c in first if c != x]
+        row = {x: first[x]}
+        for c in cols:
+            row[c] = float(np.mean([r[part][key][i][c] for r in records]))
+            row[c + "_se"] = float(np.std([r[part][key][i][c] for r in records], ddof=1) / np.sqrt(len(records)))
+        rows.append(row)
+    return rows
+
+
+def aggregate(params: Params, records: list[dict]) -> dict[str, Any]:
+    """Statistics, parts, headline and verdict from :func:`run_seed`'s records (one per seed, seed order)."""
+    d = PREREGISTRATION["smallest_effect"]
+    ridge = _per_seed(records, "balanced", "ridge_slope")
+    bias = _per_seed(records, "unbalanced", "bias_slope")
+    lab_a = f"local-entropy slope along the ridge path (nats per decade of lambda, theta={params.theta_star:g})"
+    lab_b = f"local-entropy slope along the bias path 0 -> b* (nats, theta={params.theta_star:g}, rho={params.rho_unbalanced:g})"
+    dec_a = decide(ridge, smallest_effect=d, label="the ridge-path slope")
+    dec_b = decide(bias, smallest_effect=d, label="the bias-path slope")
+    parts = [
+        {"name": "Part A: local entropy rises along the ridge path to BO (balanced)", "outcome": dec_a.outcome,
+         "reason": dec_a.reason, "statistic": statistic(lab_a, ridge)},
+        {"name": "Part B: local entropy rises as the threshold reaches b* (unbalanced)", "outcome": dec_b.outcome,
+         "reason": dec_b.reason, "statistic": statistic(lab_b, bias)},
+    ]
+    verdict = combine([p["outcome"] for p in parts])
+    cross = {c: _per_seed(records, "balanced", "crossover", c) for c in ("relative", "absolute")}
+    curve = []
+    for i, row in enumerate(records[0]["bo_curve"]):
+        mc = np.array([r["bo_curve"][i]["mc_error"] for r in records])
+        ci = _ci(mc)
+        se = float(mc.std(ddof=1) / np.sqrt(len(mc)))
+        curve.append({"rho": row["rho"], "alpha": row["alpha"], "mc_error": ci["estimate"], "ci_low": ci["low"],
+                      "ci_high": ci["high"], "theory": row["theory"], "z": abs(ci["estimate"] - row["theory"]) / max(se, 1e-12)})
+    nets = []
+    net_recs = [r for r in records if r["nets"]]
+    sgd_test = np.array([[n for n in r["nets"] if n["algorithm"] == "SGD"][0]["test_error"] for r in net_recs])
+    for algo in ALGORITHMS if net_recs else ():
+        rows = [[n for n in r["nets"] if n["algorithm"] == algo][0] for r in net_recs]
+        row = {"algorithm": algo, "grad_evals": rows[0]["grad_evals"], "n": len(rows)}
+        for c in ("train_error", "train_loss", "test_error", "dE"):
+            row[c] = float(np.mean([x[c] for x in rows]))
+        if algo != "SGD":
+            imp = _ci(sgd_test - np.array([x["test_error"] for x in rows]))
+            row.update({"improvement": imp["estimate"], "imp_low": imp["low"], "imp_high": imp["high"]})
+        nets.append(row)
+    stats = {
+        "bo_curve": curve,
+        "bo_within_3se": bool(all(c["z"] < 3 for c in curve)),
+        "ridge_slope": _ci(ridge), "bias_slope": _ci(bias),
+        "path_slope": {t: _ci(_per_seed(records, "balanced", "path_slope", t)) for t in records[0]["balanced"]["path_slope"]},
+        "ridge_energy_slope": {c: _ci(_per_seed(records, "balanced", "ridge_energy_slope", c))
+                               for c in ("relative", "absolute")},
+        "crossover": {c: {**_ci(v), "seeds_with_crossover": int(np.isfinite(v).sum()),
+                          "median": float(np.nanmedian(v)) if np.isfinite(v).any() else float("nan"),
+                          "seeds_below_0.1": int((v[np.isfinite(v)] < 0.1).sum())} for c, v in cross.items()},
+        "bo_negative_dE_seeds": int(sum(r["balanced"]["path"][-1].get(f"dE_{min(params.sigmas):g}", 0.0) < 0
+                                        for r in records)),
+        "ridge_path": _path_means(records, "balanced", "ridge", "lam"),
+        "mm_bo_path": _path_means(records, "balanced", "path", "t"),
+        "bias_path": _path_means(records, "unbalanced", "bias_path", "t"),
+        "unbalanced_max_margin": {c: float(np.mean([r["unbalanced"]["max_margin"][c] for r in records]))
+                                  for c in ("train_error", "test_error", f"S_{params.theta_star:g}")},
+        "networks": nets,
+        "nets_eps_bo": bayes_optimal_error(params.net_alpha, params.Delta, 0.5),
+        "decisions": {"A": dec_a.to_dict(), "B": dec_b.to_dict()},
+        "per_seed": {"ridge_slope": ridge.tolist(), "bias_slope": bias.tolist(),
+                     "crossover_relative": cross["relative"].tolist(), "crossover_absolute": cross["absolute"].tolist()},
+    }
+    headline = parts[0]["statistic"] | {
+        "paper": "local entropy increases towards the Bayes-optimal configuration (Baldassi et al. 2020, sec. III, "
+                 "Franz-Parisi computation in the large-N limit; qualitative, no number for this slope)"}
+    return {"verdict": verdict, "parts": parts, "headline": headline, "statistics": stats,
+            "criterion": criterion_text(params)}
+
+
+def record(params: Params, records: list[dict], *, device: torch.device | str, runtime_s: float) -> dict[str, Any]:
+    """The results record of a run: :func:`aggregate` plus provenance, pre-registration and seeds."""
+    agg = aggregate(params, records)
+    return make_record(claim=params.CLAIM, params=params, verdict=agg["verdict"], statistics=agg["statistics"],
+                       criterion=agg["criterion"], seeds=list(params.seeds), runtime_s=runtime_s, device=str(device),
+                       headline=agg["headline"], preregistration=PREREGISTRATION, parts=agg["parts"],
+                       notes="; ".join(f"{p['name']}: {p['outcome']}" for p in agg["parts"]))
+
+
+def run(params: Params, *, device: torch.device | str = "cpu", cache_dir=None, workers: int | None = 1,
+        show_progress: bool = False) -> dict[str, Any]:
+    """The whole protocol in one call: :func:`run_seed` over ``params.seeds``, then :func:`record`."""
+    from ..replicates import run_seeds
+
     t0 = time.perf_counter()
-    curve = bo_curve(params, device=device, show_progress=show_progress)
-    family = linear_family(params, device=device, show_progress=show_progress)
-    gmm = net_runs(params, "gaussian-mixture", device=device, show_progress=show_progress)
-    real = net_runs(params, params.real_dataset, device=device, show_progress=show_progress)
-    return record(params, curve=curve, family=family, gmm_runs=gmm, real_runs=real, device=device,
-                  runtime_s=time.perf_counter() - t0)
-
-
-def summary_text(rec: dict[str, Any]) -> str:
-    """Data-dependent sentences for the chapter's discussion: each one is chosen by this run's statistics."""
-    s = rec["statistics"]
-    p = rec["parameters"]
-    dec = s["decision"]
-    lines = []
-    bo_ok = s["bo_within_3se"]
-    worst = max(r["z"] for r in s["bo_curve"])
-    lines.append(
-        f"The Monte-Carlo test error of the plug-in Bayes-optimal estimator at N = {p['N']} "
-        + ("agrees with the N -> infinity formula within 3 standard errors at every (rho, alpha)"
-           if bo_ok else "departs from the N -> infinity formula by more than 3 standard errors somewhere")
-        + f" (largest |MC - theory|/SE = {worst:.1f}).")
-    sel = [g for g in s["flatness_gaps"] if g["in_verdict"]]
-    n_sig = sum(g["p_value"] < p["p_threshold"] for g in sel)
-    n_pos = sum(g["gap"] > 0 for g in sel)
-    lines.append(
-        f"Part A: in {n_pos} of {len(sel)} (reference, sigma) pairs the zero-error solution's local energy exceeds the "
-        f"Bayes-optimal one on average, and {n_sig} of {len(sel)} paired Wilcoxon tests reach p < {p['p_threshold']:g}"
-        + (" (too few seeds for the test to reach that level at all)." if dec["underpowered"] else "."))
-    flatter = sorted({(g["reference"], g["sigma"]) for g in s["flatness_gaps"] if g["ci_high"] < 0})
-    if flatter:
-        where = ", ".join(f"{r} at sigma = {sg:g}" for r, sg in flatter)
-        lines.append(f"The Bayes-optimal solution is not flatter at every radius: the gap's 95% CI lies below 0 for "
-                     f"{where}. A margin protects a zero-error solution against small perturbations, so flatness "
-                     "must be measured at a finite radius, not infinitesimally.")
-    else:
-        lines.append("No zero-error solution is significantly flatter than the Bayes-optimal one at any sigma.")
-    sp = s["family_spearman"]
-    lines.append(
-        f"Part B: across the family the mean per-seed Spearman correlation of dE(sigma={sp['sigma']:g}) with test "
-        f"error is {sp['mean']['estimate']:.2f} (95% CI {sp['mean']['low']:.2f} to {sp['mean']['high']:.2f}); the "
-        f"criterion asks for at least {p['min_spearman']:g}, so it is "
-        + ("met." if dec["B_spearman"] else "not met."))
-    eps = s["mixture_eps_bo"]
-    sgd_gap = next(r["test_error"] for r in s["mixture_networks"] if r["algorithm"] == "SGD") - eps
-    for row in s["mixture_networks"]:
-        if row["algorithm"] == "SGD":
-            lines.append(f"Part C: on the mixture network SGD reaches test error {row['test_error']:.3f} against "
-                         f"eps_BO = {eps:.3f}.")
-            continue
-        verb = ("lower than SGD's (CI above 0)" if row["imp_low"] > 0 else
-                "higher than SGD's (CI below 0)" if row["imp_high"] < 0 else
-                "not distinguishable from SGD's (CI contains 0)")
-        lines.append(f"{row['algorithm']} has test error {row['test_error']:.3f}, {verb}: improvement "
-                     f"{row['improvement']:+.4f} [{row['imp_low']:+.4f}, {row['imp_high']:+.4f}], better in "
-                     f"{int(row['wins'])} of {int(row['n'])} seeds; it closes {100 * row['improvement'] / sgd_gap:.0f}% of "
-                     f"SGD's gap to eps_BO.")
-    rc = s["real_flatness_spearman"]
-    lines.append(f"On {s['real_dataset']}, over all {rc['n']} trained networks, Spearman(dE(sigma={rc['sigma']:g}), "
-                 f"test error) = {rc['spearman']:.2f} (p = {rc['p_value']:.2g}); "
-                 + ("flatter networks generalise better here." if rc["spearman"] > 0 and rc["p_value"] < 0.05 else
-                    "flatter networks generalise *worse* here." if rc["spearman"] < 0 and rc["p_value"] < 0.05 else
-                    "no significant association at this sample size."))
-    return "\n\n".join(lines)
+    recs = run_seeds(run_seed, params, cache_dir=cache_dir, workers=workers, device=device,
+                     show_progress=show_progress, desc="wide-minima seeds")
+    return record(params, recs, device=device, runtime_s=time.perf_counter() - t0)
