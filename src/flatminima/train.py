@@ -6,6 +6,12 @@ data order independently of the initialisation. Callbacks see every step and eve
 training stops at ``num_epochs``/``num_steps``, when the full-batch training loss reaches
 ``target_loss``, or when a callback returns ``True``. A NaN or infinite loss raises
 :class:`DivergenceError` naming the step and the learning rate.
+
+GPU readiness: the loop never reads a loss back to the host inside an epoch. Each step's
+minibatch loss is written into a small device buffer, and every ``check_every`` steps (and at
+the end of each epoch, before a stop) one host sync checks the buffer for non-finite values;
+the error still names the first non-finite step. Step hooks receive the loss as a detached
+0-d tensor, so a hook that does not read it adds no sync either.
 """
 from __future__ import annotations
 
@@ -37,7 +43,7 @@ class TrainHistory:
     stop_reason: str = ""
 
 
-StepHook = Callable[[int, nn.Module, float], bool | None]
+StepHook = Callable[[int, nn.Module, torch.Tensor], bool | None]
 EpochHook = Callable[[int, nn.Module, float, float], bool | None]
 
 
@@ -64,6 +70,37 @@ def check_finite(loss: float, *, step: int, lr: float) -> None:
             f"rate or the initial weight scale; no results were written for this run.")
 
 
+class _LossBuffer:
+    """Minibatch losses of the last few steps on the device, checked for finiteness in one sync."""
+
+    def __init__(self, size: int, lr: float) -> None:
+        self.size = size
+        self.values: torch.Tensor | None = None
+        self.first_step = 1
+        self.count = 0
+        self.lr = lr
+
+    def add(self, loss: torch.Tensor, step: int) -> None:
+        if self.values is None:  # the loss's own dtype and device: no cast can overflow to inf
+            self.values = torch.empty(self.size, dtype=loss.dtype, device=loss.device)
+        if self.count == 0:
+            self.first_step = step
+        self.values[self.count] = loss
+        self.count += 1
+        if self.count == self.size:
+            self.check()
+
+    def check(self) -> None:
+        """One host sync: raise DivergenceError at the first non-finite buffered step."""
+        if self.count == 0 or self.values is None:
+            return
+        vals = self.values[:self.count]
+        if not bool(torch.isfinite(vals).all()):
+            bad = int((~torch.isfinite(vals)).nonzero()[0, 0])
+            check_finite(float(vals[bad]), step=self.first_step + bad, lr=self.lr)
+        self.count = 0
+
+
 def make_optimizer(name: str, params, lr: float, momentum: float = 0.0,
                    weight_decay: float = 0.0) -> torch.optim.Optimizer:
     if name == "sgd":
@@ -78,12 +115,17 @@ def train(net: nn.Module, X: torch.Tensor, y: torch.Tensor, *, optimizer: str = 
           seed: int = 0, momentum: float = 0.0, weight_decay: float = 0.0,
           target_loss: float | None = None, loss_fn=F.cross_entropy,
           on_step: Sequence[StepHook] = (), on_epoch: Sequence[EpochHook] = (),
-          eval_every_epoch: bool = True, show_progress: bool = False) -> TrainHistory:
+          eval_every_epoch: bool = True, show_progress: bool = False,
+          check_every: int = 100) -> TrainHistory:
     """Train ``net`` in place on ``(X, y)`` and return its :class:`TrainHistory`.
 
-    ``on_step`` hooks get ``(step, net, minibatch_loss)`` after each update; ``on_epoch`` hooks get
-    ``(epoch, net, train_loss, train_acc)`` after each epoch (full-batch evaluation). A hook
-    returning ``True`` stops training. Data order comes from ``seed`` alone.
+    ``on_step`` hooks get ``(step, net, minibatch_loss)`` after each update, the loss as a
+    detached 0-d tensor on the device (``float(loss)`` reads it, at the cost of a host sync);
+    ``on_epoch`` hooks get ``(epoch, net, train_loss, train_acc)`` after each epoch (full-batch
+    evaluation). A hook returning ``True`` stops training. Data order comes from ``seed`` alone.
+    Minibatch losses are checked for NaN/inf every ``check_every`` steps and at the end of each
+    epoch, so a divergence is raised at most ``check_every - 1`` steps after it happened, naming
+    the step where it happened.
     """
     if num_epochs is None and num_steps is None and target_loss is None:
         raise ValueError("give num_epochs, num_steps or target_loss so training can stop")
@@ -91,6 +133,8 @@ def train(net: nn.Module, X: torch.Tensor, y: torch.Tensor, *, optimizer: str = 
         raise ValueError(f"batch_size must be a positive int, got {batch_size}")
     if lr <= 0:
         raise ValueError(f"lr must be > 0, got {lr}")
+    if check_every < 1:
+        raise ValueError(f"check_every must be a positive int, got {check_every}")
     n = len(X)
     batch_size = min(batch_size, n)
     opt = make_optimizer(optimizer, net.parameters(), lr, momentum, weight_decay)
@@ -99,6 +143,7 @@ def train(net: nn.Module, X: torch.Tensor, y: torch.Tensor, *, optimizer: str = 
     max_epochs = num_epochs if num_epochs is not None else (
         math.ceil(num_steps / max(1, n // batch_size)) if num_steps is not None else 10**9)
     net.train()
+    losses = _LossBuffer(check_every, lr)
     step = 0
     for epoch in progress(range(1, max_epochs + 1), enabled=show_progress, desc="epochs", leave=False):
         perm = torch.randperm(n, generator=gen).to(X.device)
@@ -109,13 +154,15 @@ def train(net: nn.Module, X: torch.Tensor, y: torch.Tensor, *, optimizer: str = 
             loss.backward()
             opt.step()
             step += 1
-            value = float(loss.detach())
-            check_finite(value, step=step, lr=lr)
+            value = loss.detach()
+            losses.add(value, step)
             stop = any(bool(h(step, net, value)) for h in on_step)
             if stop or (num_steps is not None and step >= num_steps):
+                losses.check()
                 hist.steps = step
                 hist.stop_reason = "hook" if stop else "num_steps"
                 return hist
+        losses.check()
         hist.steps = step
         if eval_every_epoch or on_epoch or target_loss is not None:
             tl, ta = evaluate(net, X, y, loss_fn=loss_fn)
