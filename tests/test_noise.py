@@ -72,3 +72,41 @@ def test_sgd_temperature_is_proportional_to_lr_and_falls_with_batch_size():
     assert T2 == pytest.approx(2 * T1, rel=1e-9)
     # Var of a mean over B samples without replacement: (1/B)(n-B)/(n-1) -> ratio 4 * 109/119 / (80/119)
     assert 2.0 < T1 / T_big < 10.0
+
+
+def test_directional_temperatures_match_a_loop_over_minibatches_and_directions():
+    from flatminima.noise import directional_temperatures, minibatch_gradients
+
+    net, X, y = _problem()
+    names = ["layers.1.weight"]
+    G = minibatch_gradients(net, X, y, names, batch_size=20, num_epochs=2, seed=1)
+    assert G.shape == (12, 30)
+    P = torch.linalg.qr(torch.randn(30, 4, generator=torch.Generator().manual_seed(2), dtype=torch.float64))[0].T
+    T = directional_temperatures(G, P, lr=0.3)
+    for i in range(4):
+        proj = torch.tensor([float(g.double() @ P[i]) for g in G])
+        assert float(T[i]) == pytest.approx(0.15 * float(proj.var()), rel=1e-9)
+    # the mean over a complete orthonormal basis is the mean coordinate temperature
+    full = torch.eye(30, dtype=torch.float64)
+    assert float(directional_temperatures(G, full, lr=0.3).mean()) == pytest.approx(
+        0.15 * float(G.double().var(0).mean()), rel=1e-9)
+
+
+def test_subspace_potential_is_the_loss_plus_the_restraint():
+    from flatminima.noise import subspace_potential
+
+    net, X, y = _problem()
+    names = ["layers.1.weight"]
+    B = torch.linalg.qr(torch.randn(30, 3, generator=torch.Generator().manual_seed(4)))[0].T
+    U = subspace_potential(net, X, y, names, B, restraint=0.7)
+    z = torch.tensor([0.3, -0.2, 0.1])
+    import copy
+    moved = copy.deepcopy(net)
+    with torch.no_grad():
+        moved.layers[1].weight += (z @ B).reshape(5, 6)
+    with torch.no_grad():
+        expected = F.cross_entropy(moved(X), y) + 0.35 * float((z * z).sum())
+    assert float(U({"z": z})) == pytest.approx(float(expected), rel=1e-5)
+    assert float(U({"z": torch.zeros(3)})) == pytest.approx(float(F.cross_entropy(net(X), y)), rel=1e-6)
+    with pytest.raises(ValueError, match="restraint"):
+        subspace_potential(net, X, y, names, B, restraint=0.0)

@@ -1,4 +1,5 @@
-"""Tests of the variance-flatness chapter: parameters, verdict logic, a tiny end-to-end run, notebook contract."""
+"""Tests of the variance-flatness chapter: parameters, the decision from per-seed records, a tiny
+end-to-end seed and sweep point, and the notebook contract."""
 from __future__ import annotations
 
 import dataclasses
@@ -10,9 +11,9 @@ import pytest
 import torch
 
 from flatminima.claims import variance_flatness as vf
-from flatminima.params import ParameterError
+from flatminima.params import RUN_CONTROLS, ParameterError
 from flatminima.results import validate_results
-from flatminima.trajectory import fit_power_law
+from flatminima.stats import seeds_for_power
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "variance-flatness.ipynb"
 
@@ -20,13 +21,17 @@ NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "variance-flatnes
 @pytest.mark.parametrize("preset", ["smoke", "cpu", "paper"])
 def test_every_preset_validates(preset):
     p = vf.Params.from_preset(preset)
-    assert p.preset == preset
+    assert p.preset == preset and len(p.seeds) == p.num_seeds
 
 
-def test_dataclass_defaults_are_the_cpu_preset():
+def test_dataclass_defaults_are_the_cpu_preset_with_enough_seeds_for_the_preregistration():
     defaults = vf.Params()
     assert vf.Params.from_preset("cpu").to_dict() == defaults.to_dict()
     assert defaults.dataset == "digits" and defaults.widths == (50, 50) and defaults.lr == 0.1
+    pre = vf.PREREGISTRATION
+    assert pre["seeds_needed"] == seeds_for_power(pre["smallest_effect"], pre["pilot"]["sd"])
+    assert defaults.num_seeds >= pre["seeds_needed"]
+    assert not set(defaults.seeds) & set(range(500, 500 + pre["pilot"]["n"]))  # pilot seeds are disjoint
 
 
 @pytest.mark.parametrize("overrides, name", [
@@ -37,68 +42,91 @@ def test_dataclass_defaults_are_the_cpu_preset():
     ({"widths": (50,)}, "weights"),
     ({"profile_components": (2, 500)}, "profile_components"),
     ({"loss_level": 1.0}, "loss_level"),
-    ({"control_steps": 500}, "control_steps"),
+    ({"control_steps": 200}, "control_steps"),
+    ({"window_sweep_epochs": (30, 100)}, "window_sweep_epochs"),
+    ({"control_restraint": 0.0}, "control_restraint"),
 ])
 def test_bad_parameters_fail_naming_the_parameter(overrides, name):
     with pytest.raises(ParameterError, match=name):
         vf.Params.from_preset("cpu", **overrides)
 
 
-def _fake_run(mode: str, seed: int, psi: float, noise: float = 0.05) -> vf.SpectrumRun:
-    rng = np.random.default_rng(seed)
-    F = np.geomspace(0.5, 10, 30)
-    s2 = F ** (-psi) * np.exp(noise * rng.standard_normal(30))
-    fit = fit_power_law(F, s2, components=(2, 30), seed=seed)
-    return vf.SpectrumRun(mode=mode, seed=seed, lr=0.1, batch_size=50, temperature=1e-6, L0=1e-3, train_acc=1.0,
-                          test_acc=0.97, train_acc_start=1.0, num_records=100, sigma2=s2, widths=F,
-                          theta_left=-F / 2, theta_right=F / 2, fit=fit, gap=10.0)
+def _record(seed: int, psi: float, control_slope: float, *, rho: float = -0.98, stationary: bool = True) -> dict:
+    window = {"psi": psi, "rho": rho, "gap": 80.0, "L0": 3e-3, "window_epochs": 10}
+    return {"seed": seed, "primary": {**window, "sigma2": [1.0] * 5, "widths": [1.0] * 5},
+            "windows": [window, {**window, "window_epochs": 30, "psi": psi - 0.6}],
+            "null": {"psi": 5.0, "rho": -0.95}, "noise": {"kappa": 2.5, "T_i": [1.0] * 5},
+            "control": {"slope": control_slope, "predicted_slope": 1.8, "rho": 0.9, "equipartition_median": 0.6,
+                        "stationary": stationary, "sigma2": [1.0] * 5, "widths": [1.0] * 5},
+            "seconds": 1.0}
 
 
-def _study(sgd_psi, control_psi, sweep_psi=()):
-    return vf.Study(sgd=[_fake_run("sgd", i, p) for i, p in enumerate(sgd_psi)],
-                    control=[_fake_run("langevin", i, p) for i, p in enumerate(control_psi)],
-                    sweep=[_fake_run("sgd-sweep", 0, p) for p in sweep_psi], seconds=1.0)
+def _records(psis, slopes, **kw):
+    rng = np.random.default_rng(0)
+    return [_record(i, p + 0.05 * rng.standard_normal(), s + 0.1 * rng.standard_normal(), **kw)
+            for i, (p, s) in enumerate(zip(psis, slopes))]
 
 
-@pytest.mark.parametrize("sgd_psi, control_psi, sweep_psi, expected", [
-    ([4.0, 4.3, 3.8], [-2.0, -2.5, -1.8], [4.1], "reproduced"),
-    ([4.0, 4.3, 3.8], [2.0, 2.5, 1.8], [4.1], "not reproduced"),  # control also inverse: not SGD-specific
-    ([0.5, 0.3, 4.0], [-2.0, -2.5, -1.8], [], "not reproduced"),  # most seeds outside the band
-    ([4.0, 4.3, 3.8], [-2.0, 1.5, -0.5], [], "inconclusive"),  # control CI straddles 0
-    ([4.0, 4.3, 3.8], [-2.0, -2.5, -1.8], [7.5], "not reproduced"),  # psi moves with lr/B
+@pytest.mark.parametrize("psis, slopes, kw, expected, parts", [
+    ([4.0, 4.3, 3.8, 4.1], [3.0, 3.5, 2.8, 3.2], {}, "reproduced", ("reproduced", "reproduced")),
+    ([4.0, 4.3, 3.8, 4.1], [-2.0, -2.5, -1.8, -2.2], {}, "not reproduced", ("reproduced", "not reproduced")),
+    ([7.0, 7.3, 6.8, 7.1], [3.0, 3.5, 2.8, 3.2], {}, "not reproduced", ("not reproduced", "reproduced")),
+    ([4.0, 4.3, 3.8, 4.1], [3.0, 3.5, 2.8, 3.2], {"rho": -0.5}, "not reproduced", ("not reproduced", "reproduced")),
+    ([4.0, 4.3, 3.8, 4.1], [3.0, 3.5, 2.8, 3.2], {"stationary": False}, "inconclusive",
+     ("reproduced", "inconclusive")),
+    ([4.0, 4.3, 3.8, 4.1], [2.0, -1.0, 1.5, -0.4], {}, "inconclusive", ("reproduced", "inconclusive")),
 ])
-def test_verdict_follows_the_stated_criterion(sgd_psi, control_psi, sweep_psi, expected):
-    params = vf.Params.from_preset("cpu", num_seeds=3)
-    study = _study(sgd_psi, control_psi, sweep_psi)
-    out = vf.verdict(study, params)
-    assert out["verdict"] == expected
-    record = vf.make_results(study, params, "cpu")
+def test_verdict_follows_the_stated_criterion(psis, slopes, kw, expected, parts):
+    params = vf.Params.from_preset("cpu", num_seeds=len(psis))
+    recs = _records(psis, slopes, **kw)
+    agg = vf.aggregate(params, recs)
+    assert agg["verdict"] == expected
+    assert tuple(p["outcome"] for p in agg["parts"]) == parts
+    assert all(p["statistic"]["se"] > 0 for p in agg["parts"])
+    record = vf.make_results(params, recs, None, "cpu", runtime_s=1.0)
     validate_results(record)
-    assert record["verdict"] == expected
-    json.dumps(record)
+    assert record["verdict"] == expected and record["preregistration"] == vf.PREREGISTRATION
+    assert record["headline"]["value"] == pytest.approx(np.mean([r["primary"]["psi"] for r in recs]))
+    json.dumps(record, allow_nan=False)
 
 
-def test_a_tiny_run_produces_finite_spectra_fits_and_a_valid_record():
-    params = vf.Params.from_preset("smoke", num_seeds=1, pretrain_epochs=3, window_epochs=1, num_components=12,
-                                   fit_components=(2, 12), profile_components=(2, 5), control_steps=130,
-                                   control_record_every=10, sweep_lrs=(0.2,), sweep_batch_sizes=(),
-                                   num_bisect=8)
-    study = vf.run_study(params, device=torch.device("cpu"))
-    assert [r.mode for r in study.runs] == ["sgd", "langevin", "sgd-sweep"]
-    for r in study.runs:
-        assert r.sigma2.shape == (12,) and np.all(np.diff(r.sigma2) <= 0)
-        assert np.isfinite(r.fit.psi) and r.fit.n + r.fit.n_dropped == 11
-        assert np.all(r.theta_left[np.isfinite(r.widths)] < 0) and np.all(r.theta_right[np.isfinite(r.widths)] > 0)
-        assert r.temperature > 0 and r.L0 > 0
-    assert study.control[0].temperature == study.sgd[0].temperature  # matched (scale 1)
-    assert set(study.sgd[0].profiles["component"]) == {2, 5}
-    temps = vf.temperature_frame(study).set_index("lr")
-    assert len(temps) == 2  # baseline and the sweep point, both measured at seed 0's weights
-    assert temps.loc[0.2, "temperature_fixed"] == pytest.approx(2 * temps.loc[0.1, "temperature_fixed"], rel=1e-6)
-    assert temps.loc[0.1, "temperature_own"] == study.sgd[0].temperature
-    frame = vf.spectrum_frame(study)
-    assert len(frame) == 3 * 12 and frame["fitted"].sum() == 3 * 11
-    validate_results(vf.make_results(study, params, "cpu"))
+def test_part_a_effect_is_the_distance_inside_the_band():
+    params = vf.Params.from_preset("cpu", num_seeds=3)
+    agg = vf.aggregate(params, [_record(i, p, 3.0 + i) for i, p in enumerate([3.0, 5.5, 4.0])])
+    assert agg["parts"][0]["statistic"]["value"] == pytest.approx(np.mean([1.0, 0.5, 2.0]))
+    assert agg["statistics"]["psi_by_window"][30]["estimate"] == pytest.approx(np.mean([3.0, 5.5, 4.0]) - 0.6)
+
+
+TINY = dict(num_seeds=1, pretrain_epochs=4, window_epochs=2, window_sweep_epochs=(2, 4), num_components=12,
+            fit_components=(2, 12), profile_components=(2, 5), control_steps=150, control_record_every=1,
+            stationarity_blocks=5, num_bisect=8, noise_epochs=2, sweep_lrs=(0.2,), sweep_batch_sizes=(),
+            matched_loss=0.5, matched_max_epochs=20)
+
+
+def test_a_tiny_seed_gives_finite_fits_for_every_part_and_is_reproducible():
+    params = vf.Params.from_preset("smoke", **TINY)
+    rec = vf.run_seed(params, 7, torch.device("cpu"))
+    json.dumps(rec, allow_nan=False)
+    assert [w["window_epochs"] for w in rec["windows"]] == [2, 4]
+    assert rec["windows"][1]["stride"] == 2 and rec["windows"][1]["num_records"] == rec["windows"][0]["num_records"]
+    s2 = np.array(rec["primary"]["sigma2"])
+    assert s2.shape == (12,) and np.all(np.diff(s2) <= 0)
+    for value in (rec["primary"]["psi"], rec["null"]["psi"], rec["noise"]["kappa"], rec["control"]["slope"],
+                  rec["control"]["predicted_slope"]):
+        assert np.isfinite(value)
+    assert len(rec["noise"]["T_i"]) == 12 and min(rec["noise"]["T_i"]) > 0
+    c = rec["control"]
+    assert c["temperature"] == rec["temperature"] and c["num_records"] + c["burn_in_records"] == 150
+    assert isinstance(c["stationary"], bool) and len(c["curvature"]) == 12
+    again = vf.run_seed(params, 7, torch.device("cpu"))
+    assert again["primary"]["psi"] == rec["primary"]["psi"] and again["control"]["slope"] == c["slope"]
+
+
+def test_a_matched_loss_sweep_point_starts_its_window_at_the_matched_loss():
+    params = vf.Params.from_preset("smoke", **TINY)
+    row = vf.run_sweep_point(params, 3, torch.device("cpu"), lr=0.2, batch_size=50)
+    assert row["reached"] and row["start_loss"] <= 0.5 and row["epochs"] <= 20
+    assert np.isfinite(row["psi"])
 
 
 def test_notebook_declares_every_parameter_then_validates_first():
@@ -108,9 +136,10 @@ def test_notebook_declares_every_parameter_then_validates_first():
     src = "".join(code[0]["source"])
     declared = [line.split(":")[0] for line in src.splitlines() if line.strip()]
     fields = [f.name for f in dataclasses.fields(vf.Params) if f.name != "preset"]
-    assert declared == ["preset", *fields, "device", "show_progress", "results_dir"]
+    assert set(declared) == {"preset", *fields, *RUN_CONTROLS}
     nxt = "".join(code[1]["source"])
-    assert "Params.from_namespace(globals())" in nxt and "setup_device(device)" in nxt
-    assert nb["metadata"]["kernelspec"]["name"] == "python3"
+    assert "Params.from_namespace(globals())" in nxt
     assert all(not c.get("outputs") for c in code)
-    assert any("write_results(" in "".join(c["source"]) for c in code)
+    joined = "".join("".join(c["source"]) for c in code)
+    assert "write_results(" in joined and "run_seeds(" in joined and "workers=workers" in joined
+    assert "print(" not in joined and "display(Markdown" not in joined  # prose lives in Markdown with glue

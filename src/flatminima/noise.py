@@ -27,15 +27,14 @@ from .train import check_finite
 ParamDict = dict[str, torch.Tensor]
 
 
-def minibatch_gradient_variance(net: nn.Module, X: torch.Tensor, y: torch.Tensor, names: Sequence[str], *,
-                                batch_size: int, num_epochs: int = 1, seed: int = 0,
-                                loss_fn: Callable = F.cross_entropy) -> torch.Tensor:
-    r"""Per-coordinate variance over minibatches of the gradient w.r.t. the parameters ``names``.
+def minibatch_gradients(net: nn.Module, X: torch.Tensor, y: torch.Tensor, names: Sequence[str], *,
+                        batch_size: int, num_epochs: int = 1, seed: int = 0,
+                        loss_fn: Callable = F.cross_entropy) -> torch.Tensor:
+    r"""The minibatch gradients :math:`g^\mu` w.r.t. the parameters ``names``, one row per minibatch.
 
     The minibatches are those SGD draws: ``num_epochs`` seeded permutations of the data cut into
-    ``len(X) // batch_size`` batches. Returns :math:`\operatorname{Var}_\mu[g^\mu_j]` (``ddof=1``)
-    for each flattened coordinate :math:`j`, computed with ``vmap(grad(...))`` over the batches.
-    ``net`` is not modified.
+    ``len(X) // batch_size`` batches; shape ``(num_epochs * (len(X) // batch_size), d)``, computed
+    with ``vmap(grad(...))`` over the batches. ``net`` is not modified.
     """
     n = len(X)
     nb = n // batch_size
@@ -54,8 +53,63 @@ def minibatch_gradient_variance(net: nn.Module, X: torch.Tensor, y: torch.Tensor
         idx = torch.randperm(n, generator=gen)[:nb * batch_size].to(X.device).reshape(nb, batch_size)
         g = per_batch(sub, X[idx], y[idx])
         grads.append(torch.cat([g[k].reshape(nb, -1) for k in names], dim=1))
-    G = torch.cat(grads)
-    return G.var(dim=0, unbiased=True)
+    return torch.cat(grads)
+
+
+def minibatch_gradient_variance(net: nn.Module, X: torch.Tensor, y: torch.Tensor, names: Sequence[str], *,
+                                batch_size: int, num_epochs: int = 1, seed: int = 0,
+                                loss_fn: Callable = F.cross_entropy) -> torch.Tensor:
+    r"""Per-coordinate variance over minibatches of the gradient w.r.t. the parameters ``names``.
+
+    :math:`\operatorname{Var}_\mu[g^\mu_j]` (``ddof=1``) for each flattened coordinate :math:`j`
+    over the minibatches of :func:`minibatch_gradients`.
+    """
+    return minibatch_gradients(net, X, y, names, batch_size=batch_size, num_epochs=num_epochs, seed=seed,
+                               loss_fn=loss_fn).var(dim=0, unbiased=True)
+
+
+def directional_temperatures(gradients: torch.Tensor, directions: torch.Tensor, *, lr: float) -> torch.Tensor:
+    r"""Feng & Tu's direction-dependent temperature :math:`T_i = \tfrac{\alpha}{2}\operatorname{Var}_\mu[p_i^\top g^\mu]`.
+
+    ``gradients`` are minibatch gradients (rows, :func:`minibatch_gradients`), ``directions`` unit
+    vectors :math:`p_i` (rows, e.g. the principal directions of the window); the variance is over
+    minibatches (``ddof=1``). This is the noise strength along :math:`p_i` (PNAS 2021, the
+    :math:`T_i` of their Langevin description, here at the window's end point).
+    """
+    G = torch.as_tensor(gradients, dtype=torch.float64)
+    P = torch.as_tensor(directions, dtype=torch.float64).to(G.device)
+    return lr / 2 * (G @ P.T).var(dim=0, unbiased=True)
+
+
+def subspace_potential(net: nn.Module, X: torch.Tensor, y: torch.Tensor, names: Sequence[str],
+                       basis: torch.Tensor, *, restraint: float,
+                       loss_fn: Callable = F.cross_entropy) -> Callable[[ParamDict], torch.Tensor]:
+    r"""The control's potential :math:`U(z) = L(w_s + B^\top z) + \tfrac{\lambda}{2}\lVert z\rVert^2` on ``{"z": z}``.
+
+    :math:`w_s` is the current value of the parameters ``names`` of ``net`` (flattened), ``basis``
+    :math:`B` has orthonormal rows spanning the explored subspace (e.g. the principal directions
+    of the SGD window) and :math:`\lambda` = ``restraint`` > 0 is a weight decay towards
+    :math:`w_s`. It gives the potential a minimum along every direction (cross-entropy alone
+    keeps falling along the growth of the weights), so isotropic-noise Langevin dynamics on
+    :math:`z` has the stationary density :math:`\propto e^{-U/T}` to reach.
+    """
+    from .hessian import flatten
+    from .trajectory import unflatten_params
+
+    if not restraint > 0:
+        raise ValueError(f"restraint must be > 0 to give the potential a minimum, got {restraint}")
+    base = {k: v.detach() for k, v in net.named_parameters()}
+    buffers = {k: v.detach() for k, v in net.named_buffers()}
+    w_s = flatten({k: base[k] for k in names})[0]
+    B = torch.as_tensor(basis).to(w_s)
+
+    def U(p: ParamDict) -> torch.Tensor:
+        z = p["z"]
+        sub = unflatten_params(w_s + z @ B, base, names)
+        out = functional_call(net, ({**base, **sub}, buffers), (X,))
+        return loss_fn(out, y) + 0.5 * restraint * (z * z).sum()
+
+    return U
 
 
 def sgd_temperature(net: nn.Module, X: torch.Tensor, y: torch.Tensor, names: Sequence[str], *, lr: float,

@@ -1,20 +1,33 @@
 r"""Claim variance-flatness: the inverse variance-flatness relation of SGD (Feng & Tu, PNAS 2021).
 
-Protocol (one seed): train an MLP with plain SGD into the exploration phase (train error ~ 0),
-record the chosen weights at every step of a window, take the PCA of the window, measure the
-width :math:`F_i` of the loss profile along each principal direction at the level
-:math:`e L_0`, and fit :math:`\sigma_i^2 \propto F_i^{-\psi}`. The control starts from the same
-pre-trained weights and runs full-batch gradient descent with isotropic Gaussian noise at the
-SGD's mean temperature (:func:`flatminima.noise.sgd_temperature`); at equilibrium it obeys
-:math:`\sigma_i^2 = T/h_i \propto F_i^2` (slope :math:`\ge 0`). A learning-rate and batch-size
-sweep checks that :math:`\psi` does not depend on the noise level :math:`T \propto \alpha/B`.
+Protocol (one seed, :func:`run_seed`): train an MLP with plain SGD into the exploration phase
+(train error ~ 0), record the chosen weights at every step of a window, take the PCA of the
+window, measure the width :math:`F_i` of the loss profile along each principal direction at
+the level :math:`e L_0`, and fit :math:`\sigma_i^2 \propto F_i^{-\psi}`. Around that:
+
+* **window lengths**: the same analysis over windows of ``window_sweep_epochs`` epochs from the
+  same start (thinned to about the same number of snapshots);
+* **random-walk null**: the same PCA on a walk with the measured minibatch-noise covariance and
+  no landscape (:func:`flatminima.randomwalk.noise_random_walk`), its directions' widths measured
+  in the real landscape;
+* **mechanism**: the noise strength :math:`T_i = \tfrac\alpha2\operatorname{Var}_\mu[p_i^\top g^\mu]`
+  along each principal direction against :math:`F_i` (:math:`T_i \propto F_i^{-\kappa}`);
+* **equilibrium control**: isotropic-noise Langevin dynamics at the SGD's mean temperature in
+  the subspace of the SGD window's principal directions, on the potential
+  :math:`U = L + \tfrac\lambda2\lVert z\rVert^2` (a weight decay towards the window start gives it
+  a stationary state), checked stationary by :func:`flatminima.stationarity.trend_test`; at
+  equilibrium :math:`\sigma_i^2 = T/h_i` (Einstein), a positive slope, predicted from the
+  measured curvatures :math:`h_i` and compared with the measured one.
+
+:func:`aggregate` turns the per-seed records into the verdict; :func:`run_sweep` compares
+learning rates and batch sizes at a matched training loss.
 """
 from __future__ import annotations
 
 import copy
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -23,13 +36,15 @@ import torch
 
 from ..data import DATASETS, load_dataset
 from ..models import ACTIVATIONS, make_model
-from ..noise import full_batch_loss, langevin_trajectory, sgd_temperature
+from ..noise import (directional_temperatures, langevin_trajectory, minibatch_gradients, sgd_temperature,
+                     subspace_potential)
 from ..params import ClaimParams, ParameterError, param
-from ..progress import progress
+from ..randomwalk import noise_random_walk
 from ..results import make_record
-from ..stats import mean_ci, sign_test_greater
-from ..trajectory import (PowerLawFit, WeightRecorder, fit_power_law, flatten_params, loss_profiles,
-                          make_line_loss, profile_widths, select_parameters, trajectory_pca)
+from ..stationarity import trend_test
+from ..stats import check_seeds, combine, decide, mean_ci, preregister, statistic
+from ..trajectory import (WeightRecorder, fit_power_law, loss_profiles, make_line_loss, profile_widths,
+                          select_parameters, trajectory_pca)
 from ..train import check_finite, evaluate, train
 
 
@@ -39,15 +54,16 @@ class Params(ClaimParams):
 
     CLAIM: ClassVar[str] = "variance-flatness"
     PRESETS: ClassVar[dict] = {
-        "smoke": {"num_seeds": 2, "pretrain_epochs": 20, "window_epochs": 3, "num_components": 30,
-                  "fit_components": (2, 30), "profile_components": (2, 10, 25), "num_bisect": 10,
-                  "control_steps": 400, "control_record_every": 4, "sweep_lrs": (),
-                  "sweep_batch_sizes": (100,)},
+        "smoke": {"num_seeds": 3, "pretrain_epochs": 20, "window_epochs": 3, "window_sweep_epochs": (3, 6),
+                  "num_components": 30, "fit_components": (2, 30), "profile_components": (2, 10, 25),
+                  "num_bisect": 10, "control_steps": 500, "control_record_every": 2, "sweep_lrs": (0.2,),
+                  "sweep_batch_sizes": (), "matched_max_epochs": 60, "matched_loss": 0.02},
         "cpu": {},
-        "paper": {"dataset": "mnist", "standardize": False, "pretrain_epochs": 50, "window_epochs": 10,
-                  "num_components": 200, "fit_components": (2, 200), "profile_components": (2, 5, 20, 80, 160),
+        "paper": {"dataset": "mnist", "standardize": False, "num_seeds": 10, "pretrain_epochs": 50,
+                  "window_epochs": 10, "window_sweep_epochs": (10, 30, 100), "num_components": 200,
+                  "fit_components": (2, 200), "profile_components": (2, 5, 20, 80, 160),
                   "control_steps": 12000, "control_record_every": 10, "sweep_lrs": (0.05, 0.2),
-                  "sweep_batch_sizes": (25, 100, 200), "chunk_size": 16},
+                  "sweep_batch_sizes": (25, 100, 200), "chunk_size": 16, "matched_max_epochs": 200},
     }
 
     dataset: str = param("digits", "dataset to train on (flattened for the MLP)", choices=DATASETS)
@@ -57,32 +73,46 @@ class Params(ClaimParams):
     activation: str = param("relu", "activation of the MLP", choices=tuple(ACTIVATIONS))
     weights: str = param("hidden", "weights analysed: hidden (the hidden-to-hidden matrix) or all",
                          choices=("hidden", "all"))
-    num_seeds: int = param(5, "number of seeds at the baseline lr and batch_size", low=1, high=100)
-    lr: float = param(0.1, "SGD learning rate (also the control's step size)", low=0.0, low_inclusive=False)
+    num_seeds: int = param(6, "number of seeds at the baseline lr and batch_size", low=1, high=100)
+    lr: float = param(0.1, "SGD learning rate", low=0.0, low_inclusive=False)
     batch_size: int = param(50, "SGD minibatch size", low=1)
     pretrain_epochs: int = param(60, "SGD epochs before the window (reach train error ~ 0)", low=1)
-    window_epochs: int = param(10, "SGD epochs in the recorded window", low=1)
-    record_every: int = param(1, "record the weights every this many SGD steps in the window", low=1)
-    num_components: int = param(100, "principal components analysed", low=2)
+    window_epochs: int = param(10, "SGD epochs in the primary window", low=1)
+    window_sweep_epochs: tuple[int, ...] = param((10, 30, 100), "window lengths (epochs, same start) of the window sweep",
+                                                 low=1)
+    record_every: int = param(1, "record the weights every this many SGD steps in the primary window", low=1)
+    num_components: int = param(100, "principal components analysed (also the control's subspace dimension)",
+                                low=3)
     fit_components: tuple[int, ...] = param((2, 100), "first and last component (1-based) of the power-law fit",
                                             low=1)
     loss_level: float = param(math.e, "F_i is the profile width at loss_level * L0 (Feng & Tu: e)",
                               low=1.0, low_inclusive=False)
     loss_set: str = param("train", "data set of the loss L in the profiles", choices=("train", "test"))
-    num_bisect: int = param(14, "bisection steps per crossing (relative precision 2^-num_bisect)", low=1, high=60)
-    control_steps: int = param(2800, "full-batch Langevin steps of the isotropic-noise control", low=2)
-    control_record_every: int = param(10, "record the control's weights every this many steps", low=1)
+    num_bisect: int = param(12, "bisection steps per crossing (relative precision 2^-num_bisect)", low=1, high=60)
+    noise_epochs: int = param(4, "epochs of minibatch gradients for the noise covariance and T_i", low=1)
+    control_steps: int = param(3000, "Langevin steps of the equilibrium control", low=2)
+    control_record_every: int = param(2, "record the control every this many steps", low=1)
+    control_burn_in: float = param(1 / 3, "fraction of the control's records dropped before its window",
+                                   low=0.0, high=0.9)
+    control_lr: float = param(5.0, "step size of the control's Langevin dynamics", low=0.0, low_inclusive=False)
+    control_restraint: float = param(5e-3, "weight decay lambda of the control towards the window start",
+                                     low=0.0, low_inclusive=False)
     control_temperature_scale: float = param(1.0, "control temperature / measured SGD temperature", low=0.0,
                                              low_inclusive=False)
-    sweep_lrs: tuple[float, ...] = param((0.05, 0.2), "learning rates of the sweep (at the baseline batch_size)",
+    stationarity_blocks: int = param(10, "blocks of the control's stationarity (trend) test", low=3)
+    stationary_fraction: float = param(0.75, "fraction of seeds whose control must pass the stationarity test",
+                                       low=0.0, high=1.0)
+    sweep_lrs: tuple[float, ...] = param((0.05, 0.2), "learning rates of the matched-loss sweep (baseline batch_size)",
                                          low=0.0, low_inclusive=False)
-    sweep_batch_sizes: tuple[int, ...] = param((25, 100), "batch sizes of the sweep (at the baseline lr)", low=1)
+    sweep_batch_sizes: tuple[int, ...] = param((25, 100), "batch sizes of the matched-loss sweep (baseline lr)", low=1)
+    matched_loss: float = param(3e-3, "training loss every sweep run is trained to before its window", low=0.0,
+                                low_inclusive=False)
+    matched_max_epochs: int = param(300, "most epochs a sweep run may take to reach matched_loss", low=1)
     profile_components: tuple[int, ...] = param((2, 5, 20, 80), "components whose loss profiles are drawn",
                                                 low=1)
-    psi_band: tuple[float, ...] = param((2.0, 6.0), "band for psi in every seed (criterion; paper: ~4)")
+    psi_band: tuple[float, ...] = param((2.0, 6.0), "stated range of psi (criterion; paper: ~4)")
     rho_max: float = param(-0.8, "Spearman rho(F, sigma^2) must be below this in every seed (criterion)",
                            low=-1.0, high=1.0)
-    sweep_tolerance: float = param(1.5, "max |psi(sweep) - median psi(baseline)| (criterion)", low=0.0)
     chunk_size: int = param(64, "points (networks) per batched loss evaluation", low=1)
 
     def validate(self) -> None:
@@ -102,64 +132,49 @@ class Params(ClaimParams):
         if self.weights == "hidden" and len(self.widths) < 2:
             raise ParameterError("parameter 'weights'='hidden' needs >= 2 hidden layers in 'widths' "
                                  f"(got {self.widths}); use weights='all'")
-        if self.control_steps // self.control_record_every <= self.num_components:
+        if self.window_epochs not in self.window_sweep_epochs:
+            raise ParameterError(f"parameter 'window_sweep_epochs' must contain window_epochs={self.window_epochs} "
+                                 f"(the primary window), got {self.window_sweep_epochs}")
+        kept = int((self.control_steps // self.control_record_every) * (1 - self.control_burn_in))
+        if kept <= max(self.num_components, 2 * self.stationarity_blocks):
             raise ParameterError(
-                f"the control records control_steps // control_record_every = "
-                f"{self.control_steps // self.control_record_every} snapshots; it needs more than "
-                f"num_components={self.num_components}")
+                f"the control keeps {kept} snapshots after control_burn_in (control_steps // control_record_every "
+                f"x (1 - control_burn_in)); it needs more than num_components={self.num_components} and "
+                f"2 x stationarity_blocks: raise 'control_steps'")
 
 
-# ----------------------------------------------------------------------------- one run
-@dataclass
-class SpectrumRun:
-    """One analysed trajectory: variances, widths and the fit along its principal directions."""
+# ----------------------------------------------------------------------------- pre-registration
+SMALLEST_EFFECT_A = 0.5
+"""Smallest effect of interest of part A: psi at least 0.5 inside the stated band."""
+SMALLEST_EFFECT_B = 0.5
+"""Smallest effect of interest of part B: a control slope of +0.5 in log sigma^2 vs log F (Einstein: +2)."""
 
-    mode: str  # "sgd" or "langevin"
-    seed: int
-    lr: float
-    batch_size: int | None  # None for the full-batch control
-    temperature: float  # SGD: measured mean temperature; control: the temperature used
-    L0: float
-    train_acc: float
-    test_acc: float
-    train_acc_start: float  # at the window start
-    num_records: int
-    sigma2: np.ndarray
-    widths: np.ndarray
-    theta_left: np.ndarray
-    theta_right: np.ndarray
-    fit: PowerLawFit
-    gap: float  # sigma_1^2 / sigma_2^2 (drift direction)
-    profiles: pd.DataFrame | None = None
-    seconds: float = 0.0
-    extra: dict = field(default_factory=dict)
-
-    def row(self) -> dict[str, Any]:
-        return {"mode": self.mode, "seed": self.seed, "lr": self.lr, "batch_size": self.batch_size,
-                "lr_over_B": self.lr / self.batch_size if self.batch_size else float("nan"),
-                "temperature": self.temperature, "L0": self.L0, "train_acc": self.train_acc,
-                "test_acc": self.test_acc, "psi": self.fit.psi, "psi_low": self.fit.psi_ci.low,
-                "psi_high": self.fit.psi_ci.high, "slope": self.fit.slope, "rho": self.fit.spearman_rho,
-                "gap": self.gap, "n_fit": self.fit.n, "n_dropped": self.fit.n_dropped,
-                "median_sigma2": float(np.median(self.sigma2[self.fit.first - 1:self.fit.last])),
-                "seconds": self.seconds}
-
-    def summary(self) -> dict[str, Any]:
-        """A JSON-friendly record (no arrays of profiles)."""
-        return {**self.row(), "fit": self.fit.to_dict(), "sigma2": self.sigma2.tolist(),
-                "widths": self.widths.tolist()}
+PREREGISTRATION = preregister(
+    primary="per-seed distance of psi inside the stated band, min(psi - 2, 6 - psi) (10-epoch window, PCs 2-100)",
+    smallest_effect=SMALLEST_EFFECT_A,
+    test="stats.decide: one-sided t-test of the mean > 0, TOST against +-0.5, alpha 0.05",
+    pilot={"sd": 0.165, "n": 5,
+           "source": "pilot seeds 500-504 of this protocol at the cpu preset (issue 11): psi 3.98-4.46, "
+                     "effect sd 0.165; control slope 3.12-3.40 (sd 0.11), all 5 controls stationary"},
+)
 
 
+# ----------------------------------------------------------------------------- one window
 def _data(params: Params, seed: int, device: torch.device):
     return load_dataset(params.dataset, seed=seed, standardize=params.standardize).flat().to(device)
 
 
-def analyze_trajectory(mode: str, net: torch.nn.Module, traj: torch.Tensor, names: list[str], data, params: Params,
-                       *, seed: int, lr: float, batch_size: int | None, temperature: float,
-                       train_acc_start: float, with_profiles: bool = False) -> SpectrumRun:
-    """PCA of ``traj``, widths at ``loss_level * L0`` around the current weights of ``net``, power-law fit."""
-    t0 = time.perf_counter()
-    X, y = (data.X_train, data.y_train) if params.loss_set == "train" else (data.X_test, data.y_test)
+def _loss_data(params: Params, data):
+    return (data.X_train, data.y_train) if params.loss_set == "train" else (data.X_test, data.y_test)
+
+
+def analyze_window(net: torch.nn.Module, traj: torch.Tensor, names: list[str], data, params: Params, *,
+                   seed: int, lr: float) -> tuple[dict[str, Any], Any]:
+    """PCA of ``traj``, widths at ``loss_level * L0`` around the current weights of ``net``, power-law fit.
+
+    Returns a JSON-able summary and the :class:`~flatminima.trajectory.PCAResult`.
+    """
+    X, y = _loss_data(params, data)
     pca = trajectory_pca(traj, params.num_components, seed=seed)
     along = make_line_loss(net, X, y, names, pca.components, chunk_size=params.chunk_size)
     L0 = float(along(torch.zeros(1, dtype=torch.long), torch.zeros(1))[0])
@@ -167,319 +182,348 @@ def analyze_trajectory(mode: str, net: torch.nn.Module, traj: torch.Tensor, name
     pw = profile_widths(along, len(pca.components), params.loss_level * L0, num_bisect=params.num_bisect)
     sigma2 = pca.variances.cpu().numpy()
     fit = fit_power_law(pw.widths, sigma2, components=params.fit_components, seed=seed)
-    _, train_acc = evaluate(net, data.X_train, data.y_train)
-    _, test_acc = evaluate(net, data.X_test, data.y_test)
-    profiles = None
-    if with_profiles and params.profile_components:
-        comps = [c for c in params.profile_components if c <= len(sigma2)]
-        idx = torch.tensor([c - 1 for c in comps])
-        dev_idx = idx.to(pw.widths.device)
-        reach = torch.nan_to_num(torch.maximum(-pw.theta_left[dev_idx], pw.theta_right[dev_idx]), nan=1.0)
-        tmax = 1.5 * float(reach.max())
-        thetas = torch.linspace(-tmax, tmax, 121, dtype=torch.float64)
-        L = loss_profiles(along, idx, thetas).cpu().numpy()
-        profiles = pd.DataFrame([{"component": c, "theta": float(t), "loss": float(L[j, m]),
-                                  "F": float(pw.widths[c - 1])}
-                                 for j, c in enumerate(comps) for m, t in enumerate(thetas.cpu())])
-    return SpectrumRun(mode=mode, seed=seed, lr=lr, batch_size=batch_size, temperature=temperature, L0=L0,
-                       train_acc=train_acc, test_acc=test_acc, train_acc_start=train_acc_start,
-                       num_records=len(traj), sigma2=sigma2, widths=pw.widths.cpu().numpy(),
-                       theta_left=pw.theta_left.cpu().numpy(), theta_right=pw.theta_right.cpu().numpy(),
-                       fit=fit, gap=float(sigma2[0] / sigma2[1]), profiles=profiles,
-                       seconds=time.perf_counter() - t0,
-                       extra={"pca_method": pca.method, "total_variance": pca.total_variance,
-                              "loss_evaluations": pw.evaluations})
+    return {"L0": L0, "num_records": int(len(traj)), "sigma2": sigma2.tolist(),
+            "widths": pw.widths.cpu().numpy().tolist(), "psi": fit.psi, "slope": fit.slope,
+            "rho": fit.spearman_rho, "psi_ci": [fit.psi_ci.low, fit.psi_ci.high], "n_fit": fit.n,
+            "gap": float(sigma2[0] / sigma2[1]), "intercept": fit.intercept}, (pca, along, pw)
+
+
+def _widths_along(net, names, data, params: Params, directions: torch.Tensor):
+    X, y = _loss_data(params, data)
+    along = make_line_loss(net, X, y, names, directions, chunk_size=params.chunk_size)
+    L0 = float(along(torch.zeros(1, dtype=torch.long), torch.zeros(1))[0])
+    return profile_widths(along, len(directions), params.loss_level * L0, num_bisect=params.num_bisect)
 
 
 def pretrain(params: Params, seed: int, device: torch.device, *, lr: float, batch_size: int,
-             show_progress: bool = False):
-    """A fresh MLP trained with plain SGD for ``pretrain_epochs``; returns ``(net, data, history)``."""
+             target_loss: float | None = None, max_epochs: int | None = None):
+    """A fresh MLP (init from ``seed``) trained with plain SGD (data order from ``seed``): for
+    ``pretrain_epochs``, or until the training loss reaches ``target_loss`` (at most ``max_epochs``)."""
     data = _data(params, seed, device)
     net = make_model("mlp", data.input_shape, data.num_classes, widths=params.widths,
                      activation=params.activation, seed=seed).to(device)
+    epochs = params.pretrain_epochs if target_loss is None else max_epochs
     hist = train(net, data.X_train, data.y_train, optimizer="sgd", lr=lr, batch_size=batch_size,
-                 num_epochs=params.pretrain_epochs, seed=seed, show_progress=show_progress)
+                 num_epochs=epochs, seed=seed, target_loss=target_loss, eval_every_epoch=target_loss is not None)
     return net, data, hist
 
 
-def run_sgd(params: Params, seed: int, device: torch.device, *, lr: float | None = None,
-            batch_size: int | None = None, with_control: bool = True, show_progress: bool = False,
-            probe: list[tuple[float, int]] = ()) -> tuple[SpectrumRun, SpectrumRun | None]:
-    """One seed: pre-train, SGD window + analysis, and (``with_control``) the Langevin control.
+class _Snapshots:
+    """A step hook that keeps a copy of ``net``'s parameters after the given steps."""
 
-    The control starts from the same pre-trained weights, at temperature
-    ``control_temperature_scale`` times the measured SGD temperature of the analysed weights.
-    For each ``(lr, batch_size)`` in ``probe`` the SGD temperature is also measured at these same
-    pre-trained weights (``extra["probe"]``), which isolates its dependence on ``lr / batch_size``.
+    def __init__(self, steps: set[int]) -> None:
+        self.steps, self.states = steps, {}
+
+    def __call__(self, step: int, net: torch.nn.Module, loss: float) -> bool:
+        if step in self.steps:
+            self.states[step] = copy.deepcopy(net.state_dict())
+        return False
+
+
+# ----------------------------------------------------------------------------- the equilibrium control
+def run_control(start: torch.nn.Module, names: list[str], data, basis: torch.Tensor, temperature: float,
+                params: Params, *, seed: int) -> dict[str, Any]:
+    r"""Isotropic-noise Langevin dynamics on :math:`U(z) = L(w_s + B^\top z) + \tfrac\lambda2\lVert z\rVert^2`.
+
+    ``start`` holds :math:`w_s`, ``basis`` the SGD window's principal directions. After the burn-in,
+    the window is tested for stationarity (trend of :math:`U` and of :math:`\lVert z\rVert`), its PCA is
+    taken, :math:`F_i` measured in :math:`U` along each of its directions and the curvature
+    :math:`h_i = \partial_\theta^2 U` by a central difference; the equilibrium (Einstein) prediction is
+    :math:`\sigma_i^2 = T/h_i`, whose slope against :math:`F_i` is reported next to the measured slope.
     """
-    lr = params.lr if lr is None else lr
-    batch_size = params.batch_size if batch_size is None else batch_size
+    lam = params.control_restraint
+    B = basis.to(torch.float32)
+    U = subspace_potential(start, data.X_train, data.y_train, names, B, restraint=lam)
+    k = B.shape[0]
+    final, traj = langevin_trajectory(U, {"z": torch.zeros(k, device=B.device)}, lr=params.control_lr,
+                                      temperature=temperature, num_steps=params.control_steps,
+                                      record=lambda p: p["z"].detach().clone(),
+                                      record_every=params.control_record_every, seed=20_000 + seed)
+    kept = traj[int(len(traj) * params.control_burn_in):]
+    with torch.no_grad():
+        u_series = np.array([float(U({"z": z})) for z in kept])
+    norm_series = kept.double().norm(dim=1).cpu().numpy()
+    st_u = trend_test(u_series, num_blocks=params.stationarity_blocks)
+    st_n = trend_test(norm_series, num_blocks=params.stationarity_blocks)
+    pca = trajectory_pca(kept, min(params.num_components, k), seed=seed)
+    z_f = final["z"].detach().to(torch.float64)
+    net = copy.deepcopy(start)
+    P = pca.components.to(torch.float64)  # directions in z
+    with torch.no_grad():
+        from ..hessian import flatten
+        from ..trajectory import unflatten_params
+        base = dict(net.named_parameters())
+        w_s = flatten({n: base[n] for n in names})[0].to(torch.float64)
+        for n, t in unflatten_params((w_s + z_f @ B.double()).to(B.dtype), base, names).items():
+            base[n].copy_(t)
+    X, y = data.X_train, data.y_train
+    ce = make_line_loss(net, X, y, names, (P @ B.double()).to(B.dtype), chunk_size=params.chunk_size)
+    pz = P @ z_f
+
+    def along(idx: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        th = theta.to(torch.float64)
+        restr = 0.5 * lam * (float(z_f @ z_f) + 2 * th * pz[idx.to(pz.device)].cpu() + th * th)
+        return ce(idx, theta).to(torch.float64).cpu() + restr
+
+    U0 = float(along(torch.zeros(1, dtype=torch.long), torch.zeros(1))[0])
+    pw = profile_widths(along, len(P), params.loss_level * U0, num_bisect=params.num_bisect)
+    Fw = pw.widths.cpu().numpy()
+    eps = torch.as_tensor(np.nan_to_num(0.005 * Fw, nan=1e-2))
+    idx = torch.arange(len(P))
+    h = ((along(idx, eps) + along(idx, -eps) - 2 * U0) / eps.to(torch.float64) ** 2).numpy()
+    sigma2 = pca.variances.cpu().numpy()
+    fit = fit_power_law(Fw, sigma2, components=params.fit_components, seed=seed)
+    ok = h > 0
+    pred = fit_power_law(np.where(ok, Fw, np.nan), np.where(ok, temperature / np.where(ok, h, 1.0), np.nan),
+                         components=params.fit_components, seed=seed)
+    lo, hi = params.fit_components[0] - 1, params.fit_components[1]
+    ratio = (sigma2 * h / temperature)[lo:hi]
+    thin = max(1, len(u_series) // 100)
+    return {"temperature": temperature, "U0": U0, "slope": fit.slope, "rho": fit.spearman_rho,
+            "predicted_slope": pred.slope, "equipartition_median": float(np.median(ratio[np.isfinite(ratio)])),
+            "gap": float(sigma2[0] / sigma2[1]), "sigma2": sigma2.tolist(), "widths": Fw.tolist(),
+            "curvature": h.tolist(), "stationarity_U": st_u.to_dict(), "stationarity_norm": st_n.to_dict(),
+            "stationary": bool(st_u.stationary and st_n.stationary),
+            "U_series": u_series[::thin].tolist(), "norm_series": norm_series[::thin].tolist(),
+            "burn_in_records": int(len(traj) - len(kept)), "num_records": int(len(kept))}
+
+
+# ----------------------------------------------------------------------------- one seed
+def run_seed(params: Params, seed: int, device: torch.device) -> dict[str, Any]:
+    """One replication: init, data split and order, minibatches, null walk and control noise all from ``seed``.
+
+    Pre-trains, runs one SGD window of ``max(window_sweep_epochs)`` epochs, and analyses every window
+    length (same start; thinned so each window has about as many snapshots as the primary one); then
+    the per-direction noise strength, the random-walk null and the equilibrium control of the primary
+    window. Returns a JSON-able record.
+    """
     t0 = time.perf_counter()
-    net, data, _ = pretrain(params, seed, device, lr=lr, batch_size=batch_size, show_progress=show_progress)
+    device = torch.device(device)
+    lr, bs = params.lr, params.batch_size
+    net, data, _ = pretrain(params, seed, device, lr=lr, batch_size=bs)
     names = select_parameters(net, params.weights)
     start = copy.deepcopy(net)
     _, acc_start = evaluate(net, data.X_train, data.y_train)
+    T = sgd_temperature(net, data.X_train, data.y_train, names, lr=lr, batch_size=bs, seed=seed)
+    spe = len(data.X_train) // min(bs, len(data.X_train))
+    windows = sorted(set(params.window_sweep_epochs))
+    total = spe * windows[-1]
+    base_stride = params.record_every
+    for w in windows:
+        stride = base_stride * max(1, w // params.window_epochs)
+        if (spe * w) // stride <= params.num_components:
+            raise ParameterError(
+                f"a window of {w} epochs records {(spe * w) // stride} snapshots ({spe} steps per epoch, every "
+                f"{stride} steps); it needs more than num_components={params.num_components}: lengthen "
+                f"'window_epochs' / 'window_sweep_epochs' or lower 'num_components'")
+    rec = WeightRecorder(net, names, total, 1)
+    snaps = _Snapshots({spe * w for w in windows})
+    train(net, data.X_train, data.y_train, optimizer="sgd", lr=lr, batch_size=bs, num_epochs=windows[-1],
+          seed=10_000 + seed, on_step=[rec, snaps], eval_every_epoch=False)
+    traj = rec.trajectory
+    out: dict[str, Any] = {"seed": int(seed), "temperature": T, "train_acc_start": acc_start, "windows": []}
+    primary = None
+    for w in windows:
+        stride = base_stride * max(1, w // params.window_epochs)
+        at = copy.deepcopy(start)
+        at.load_state_dict(snaps.states[spe * w])
+        summary, extra = analyze_window(at, traj[:spe * w][stride - 1::stride], names, data, params, seed=seed, lr=lr)
+        summary.update({"window_epochs": w, "stride": stride})
+        if w == params.window_epochs:
+            primary, p_net, p_extra = summary, at, extra
+            _, summary["train_acc"] = evaluate(at, data.X_train, data.y_train)
+            _, summary["test_acc"] = evaluate(at, data.X_test, data.y_test)
+        out["windows"].append({k: v for k, v in summary.items() if k not in ("sigma2", "widths")})
+    out["primary"] = primary
+    pca, along, pw = p_extra
+    # loss profiles along a few directions (figure)
+    comps = [c for c in params.profile_components if c <= len(pca.components)]
+    if comps:
+        idx = torch.tensor([c - 1 for c in comps])
+        reach = torch.nan_to_num(torch.maximum(-pw.theta_left[idx.to(pw.widths.device)],
+                                               pw.theta_right[idx.to(pw.widths.device)]), nan=1.0)
+        thetas = torch.linspace(-1.5 * float(reach.max()), 1.5 * float(reach.max()), 61, dtype=torch.float64)
+        L = loss_profiles(along, idx, thetas).cpu().numpy()
+        out["profiles"] = {"components": comps, "theta": thetas.tolist(), "loss": L.tolist()}
+    # mechanism: noise strength along each principal direction
+    G = minibatch_gradients(p_net, data.X_train, data.y_train, names, batch_size=bs, num_epochs=params.noise_epochs,
+                            seed=30_000 + seed)
+    Ti = directional_temperatures(G, pca.components, lr=lr).cpu().numpy()
+    kfit = fit_power_law(primary["widths"], Ti, components=params.fit_components, seed=seed)
+    out["noise"] = {"T_i": Ti.tolist(), "kappa": kfit.psi, "rho": kfit.spearman_rho}
+    # random-walk null: measured noise covariance, no landscape
+    walk = noise_random_walk(G, primary["num_records"], lr=lr, stride=base_stride, seed=40_000 + seed)
+    npca = trajectory_pca(walk, params.num_components, seed=seed)
+    npw = _widths_along(p_net, names, data, params, npca.components.to(torch.float32))
+    ns2 = npca.variances.cpu().numpy()
+    nfit = fit_power_law(npw.widths, ns2, components=params.fit_components, seed=seed)
+    out["null"] = {"psi": nfit.psi, "rho": nfit.spearman_rho, "sigma2": ns2.tolist(),
+                   "widths": npw.widths.cpu().numpy().tolist(), "gap": float(ns2[0] / ns2[1])}
+    # the equilibrium control in the SGD window's principal subspace
+    out["control"] = run_control(start, names, data, pca.components,
+                                 params.control_temperature_scale * T, params, seed=seed)
+    out["seconds"] = time.perf_counter() - t0
+    return out
+
+
+# ----------------------------------------------------------------------------- matched-loss sweep
+def run_sweep_point(params: Params, seed: int, device: torch.device, *, lr: float, batch_size: int) -> dict[str, Any]:
+    """SGD at ``(lr, batch_size)`` trained to ``matched_loss`` (not a fixed epoch count), then the primary window."""
+    net, data, hist = pretrain(params, seed, device, lr=lr, batch_size=batch_size, target_loss=params.matched_loss,
+                               max_epochs=params.matched_max_epochs)
+    names = select_parameters(net, params.weights)
     T = sgd_temperature(net, data.X_train, data.y_train, names, lr=lr, batch_size=batch_size, seed=seed)
-    steps_per_epoch = len(data.X_train) // min(batch_size, len(data.X_train))
-    num_steps = steps_per_epoch * params.window_epochs
-    if num_steps // params.record_every <= params.num_components:
-        raise ParameterError(
-            f"the SGD window records {num_steps // params.record_every} snapshots (window_epochs="
-            f"{params.window_epochs} x {steps_per_epoch} steps / record_every={params.record_every}); it needs "
-            f"more than num_components={params.num_components}: lengthen window_epochs or lower num_components")
+    start_loss = hist.train_loss[-1] if hist.train_loss else float("nan")
+    spe = len(data.X_train) // min(batch_size, len(data.X_train))
+    num_steps = spe * params.window_epochs
     rec = WeightRecorder(net, names, num_steps, params.record_every)
     train(net, data.X_train, data.y_train, optimizer="sgd", lr=lr, batch_size=batch_size,
-          num_epochs=params.window_epochs, seed=10_000 + seed, on_step=[rec], eval_every_epoch=False,
-          show_progress=show_progress)
-    sgd = analyze_trajectory("sgd", net, rec.trajectory, names, data, params, seed=seed, lr=lr,
-                             batch_size=batch_size, temperature=T, train_acc_start=acc_start,
-                             with_profiles=True)
-    sgd.extra["probe"] = [{"lr": a, "batch_size": b, "lr_over_B": a / b,
-                           "temperature": sgd_temperature(start, data.X_train, data.y_train, names, lr=a,
-                                                          batch_size=b, seed=seed)} for a, b in probe]
-    sgd.seconds = time.perf_counter() - t0
-    control = None
-    if with_control:
-        t1 = time.perf_counter()
-        Tc = params.control_temperature_scale * T
-        p0 = {k: v.detach() for k, v in start.named_parameters()}
-        final, traj = langevin_trajectory(
-            full_batch_loss(start, data.X_train, data.y_train), p0, lr=lr, temperature=Tc,
-            num_steps=params.control_steps, record=lambda p: flatten_params(p, names),
-            record_every=params.control_record_every, seed=20_000 + seed)
-        with torch.no_grad():
-            for k, v in start.named_parameters():
-                v.copy_(final[k])
-        control = analyze_trajectory("langevin", start, traj, names, data, params, seed=seed, lr=lr,
-                                     batch_size=None, temperature=Tc, train_acc_start=acc_start,
-                                     with_profiles=True)
-        control.seconds = time.perf_counter() - t1
-    return sgd, control
+          num_epochs=params.window_epochs, seed=10_000 + seed, on_step=[rec], eval_every_epoch=False)
+    summary, _ = analyze_window(net, rec.trajectory, names, data, params, seed=seed, lr=lr)
+    return {"lr": lr, "batch_size": batch_size, "lr_over_B": lr / batch_size, "epochs": len(hist.epochs),
+            "reached": bool(hist.stop_reason == "target_loss"), "start_loss": start_loss, "temperature": T,
+            **{k: summary[k] for k in ("L0", "psi", "rho", "gap")},
+            "median_sigma2": float(np.median(summary["sigma2"][params.fit_components[0] - 1:params.fit_components[1]]))}
 
 
-@dataclass
-class Study:
-    """All runs of the chapter: baseline seeds, their controls and the lr / batch-size sweep."""
-
-    sgd: list[SpectrumRun]
-    control: list[SpectrumRun]
-    sweep: list[SpectrumRun]
-    seconds: float
-
-    @property
-    def runs(self) -> list[SpectrumRun]:
-        return [*self.sgd, *self.control, *self.sweep]
+def sweep_points(params: Params) -> list[tuple[float, int]]:
+    """The baseline and the sweep's ``(lr, batch_size)`` points (empty without a sweep)."""
+    pts = [(lr, params.batch_size) for lr in params.sweep_lrs] + [(params.lr, b) for b in params.sweep_batch_sizes]
+    return [(params.lr, params.batch_size), *pts] if pts else []
 
 
-def run_study(params: Params, *, device: torch.device, show_progress: bool = False) -> Study:
-    """Baseline seeds ``0..num_seeds-1`` with controls, then the sweep at seed 0 (no control)."""
-    t0 = time.perf_counter()
-    sgd, control, sweep = [], [], []
-    points = [(lr, params.batch_size) for lr in params.sweep_lrs] + \
-             [(params.lr, b) for b in params.sweep_batch_sizes]
-    probe = [(params.lr, params.batch_size), *points] if points else []
-    for seed in progress(range(params.num_seeds), enabled=show_progress, desc="seeds"):
-        s, c = run_sgd(params, seed, device, probe=probe if seed == 0 else [])
-        sgd.append(s)
-        control.append(c)
-    for lr, b in progress(points, enabled=show_progress, desc="sweep"):
-        s, _ = run_sgd(params, 0, device, lr=lr, batch_size=b, with_control=False)
-        s.mode = "sgd-sweep"
-        sweep.append(s)
-    return Study(sgd=sgd, control=control, sweep=sweep, seconds=time.perf_counter() - t0)
-
-
-# ----------------------------------------------------------------------------- tables
-def summary_frame(study: Study) -> pd.DataFrame:
-    """One row per run: mode, seed, lr, batch_size, T, L0, accuracies, psi with CI, rho, gap."""
-    return pd.DataFrame([r.row() for r in study.runs])
-
-
-def styled(frame: pd.DataFrame):
-    """``frame`` as a pandas Styler: floats to 3 significant digits (scientific when small), no index."""
-    floats = [c for c in frame.columns if frame[c].dtype.kind == "f"]
-    return frame.style.format("{:.3g}", subset=floats, na_rep="-").hide(axis="index")
-
-
-def temperature_frame(study: Study) -> pd.DataFrame:
-    """SGD temperature per sweep point: at seed 0's baseline pre-trained weights (``fixed``) and at
-    the start of the point's own window (``own``, with that run's final ``L0``)."""
-    fixed = pd.DataFrame(study.sgd[0].extra.get("probe", []) if study.sgd else [])
-    if fixed.empty:
-        return fixed
-    own = pd.DataFrame([{"lr": r.lr, "batch_size": r.batch_size, "temperature_own": r.temperature, "L0_own": r.L0}
-                        for r in [study.sgd[0], *study.sweep]])
-    return fixed.rename(columns={"temperature": "temperature_fixed"}).merge(own, on=["lr", "batch_size"])
-
-
-def spectrum_frame(study: Study) -> pd.DataFrame:
-    """Long format: one row per (run, component) with sigma^2, F and whether it is in the fit."""
-    rows = []
-    for r in study.runs:
-        for i, (s2, Fw) in enumerate(zip(r.sigma2, r.widths), start=1):
-            rows.append({"mode": r.mode, "seed": r.seed, "lr": r.lr, "batch_size": r.batch_size,
-                         "component": i, "sigma2": float(s2), "F": float(Fw),
-                         "fitted": r.fit.first <= i <= r.fit.last})
-    return pd.DataFrame(rows)
-
-
-def fit_line(run: SpectrumRun, num: int = 50) -> pd.DataFrame:
-    """Points of the fitted power law over the fitted range of ``run`` (for plotting)."""
-    Fw = run.widths[run.fit.first - 1:run.fit.last]
-    Fw = Fw[np.isfinite(Fw) & (Fw > 0)]
-    grid = np.geomspace(Fw.min(), Fw.max(), num)
-    return pd.DataFrame({"F": grid, "sigma2": np.exp(run.fit.intercept) * grid ** (-run.fit.psi)})
+def run_sweep(params: Params, device: torch.device) -> pd.DataFrame:
+    """The matched-loss sweep at the first seed of ``params.seeds``: one row per point."""
+    seed = params.seeds[0]
+    return pd.DataFrame([run_sweep_point(params, seed, device, lr=a, batch_size=b) for a, b in sweep_points(params)])
 
 
 # ----------------------------------------------------------------------------- verdict
-def verdict(study: Study, params: Params) -> dict[str, Any]:
-    r"""The chapter's decision, computed from the runs.
-
-    * SGD: a seed *passes* if :math:`\psi` lies in ``psi_band`` and :math:`\rho <` ``rho_max``.
-    * control: the mean log-log slope of the Langevin runs over seeds, with a Student-t 95% CI;
-      it *passes* if the CI's lower end is :math:`\ge 0`, and *fails* if its upper end is below 0.
-    * sweep: every sweep :math:`\psi` within ``sweep_tolerance`` of the baseline median
-      :math:`\psi` (vacuous without a sweep).
-
-    ``reproduced``: every seed passes, the control passes and the sweep passes.
-    ``not reproduced``: fewer than half the seeds pass, or the control fails, or the sweep fails.
-    ``inconclusive``: anything else (e.g. a control CI straddling 0).
-    """
-    lo, hi = params.psi_band
-    psi = np.array([r.fit.psi for r in study.sgd])
-    rho = np.array([r.fit.spearman_rho for r in study.sgd])
-    passes = (psi >= lo) & (psi <= hi) & (rho < params.rho_max)
-    slopes = np.array([r.fit.slope for r in study.control])
-    slope_ci = mean_ci(slopes)
-    control_pass = slope_ci.n > 1 and slope_ci.low >= 0
-    control_fail = slope_ci.n > 1 and slope_ci.high < 0
-    med = float(np.median(psi))
-    dev = np.array([abs(r.fit.psi - med) for r in study.sweep])
-    sweep_pass = bool(np.all(dev <= params.sweep_tolerance))
-    all_pass = bool(passes.all())
-    if all_pass and control_pass and sweep_pass:
-        v = "reproduced"
-    elif passes.mean() < 0.5 or control_fail or not sweep_pass:
-        v = "not reproduced"
-    else:
-        v = "inconclusive"
-    return {"verdict": v, "seeds_pass": passes.tolist(), "n_seeds_pass": int(passes.sum()),
-            "psi": mean_ci(psi).to_dict(), "psi_median": med, "rho": mean_ci(rho).to_dict(),
-            "control_slope": slope_ci.to_dict(), "control_slope_sign_p": sign_test_greater(slopes),
-            "control_pass": bool(control_pass), "control_fail": bool(control_fail),
-            "sweep_max_deviation": float(dev.max()) if dev.size else 0.0, "sweep_pass": sweep_pass}
-
-
 def criterion_text(params: Params) -> str:
     lo, hi = params.psi_band
-    return (f"reproduced if, in every one of the {params.num_seeds} SGD seeds, psi (minus the OLS slope of "
-            f"log sigma_i^2 on log F_i over components {params.fit_components[0]}-{params.fit_components[1]}) "
-            f"lies in [{lo}, {hi}] with Spearman rho < {params.rho_max}; the isotropic-noise control's mean "
-            f"slope has a 95% t-CI lower end >= 0; and every sweep psi is within {params.sweep_tolerance} of "
-            f"the baseline median psi. Not reproduced if fewer than half the seeds pass, the control's CI "
-            f"lies below 0, or the sweep fails; inconclusive otherwise.")
+    return (f"Part A (inverse relation): the per-seed effect min(psi - {lo:g}, {hi:g} - psi), psi minus the OLS slope "
+            f"of log sigma_i^2 on log F_i over components {params.fit_components[0]}-{params.fit_components[1]} of the "
+            f"{params.window_epochs}-epoch window, is decided by stats.decide with smallest effect "
+            f"{SMALLEST_EFFECT_A}; it can only be reproduced if Spearman rho < {params.rho_max:g} in every seed "
+            f"(otherwise not reproduced). Part B (equilibrium control): the per-seed slope of the stationary "
+            f"isotropic-noise control (Einstein sign: positive) is decided by stats.decide with smallest effect "
+            f"{SMALLEST_EFFECT_B}; if fewer than {params.stationary_fraction:.0%} of the seeds' controls pass the "
+            f"block-means trend test (loss and distance, 95% CI of the trend covering 0), B is inconclusive. "
+            f"Verdict: stats.combine(A, B).")
 
 
-def make_results(study: Study, params: Params, device: torch.device | str) -> dict[str, Any]:
-    """The results record of the chapter (statistics per seed and overall, verdict, headline)."""
-    v = verdict(study, params)
-    tf = temperature_frame(study)
-    t_slope = None
-    if not tf.empty and tf["lr_over_B"].nunique() > 1:
-        t_slope = float(np.polyfit(np.log(tf["lr_over_B"]), np.log(tf["temperature_fixed"]), 1)[0])
-    statistics = {
-        **{k: val for k, val in v.items() if k != "verdict"},
-        "temperature": tf.to_dict(orient="records"),
-        "temperature_fixed_loglog_slope": t_slope,
-        "per_seed": {"sgd": [r.summary() for r in study.sgd], "control": [r.summary() for r in study.control]},
-        "sweep": [r.row() for r in study.sweep],
-    }
-    psi = v["psi"]
-    return make_record(
-        claim=params.CLAIM, params=params, verdict=v["verdict"], statistics=statistics,
-        criterion=criterion_text(params), seeds=[r.seed for r in study.sgd], runtime_s=study.seconds,
-        device=str(device),
-        headline={"label": "psi in sigma_i^2 ~ F_i^-psi (SGD, mean over seeds)", "value": psi["estimate"],
-                  "ci_low": psi["low"], "ci_high": psi["high"],
-                  "paper": "psi ~ 4 on MNIST; isotropic noise gives the opposite sign (Feng & Tu 2021)"},
-        notes=(f"control slope {v['control_slope']['estimate']:.3g} "
-               f"[{v['control_slope']['low']:.3g}, {v['control_slope']['high']:.3g}]; "
-               f"{v['n_seeds_pass']}/{len(study.sgd)} seeds pass"))
-
-
-def interpretation(study: Study, params: Params, record: dict[str, Any]) -> list[str]:
-    """Data-dependent sentences for the chapter's discussion (true whatever the run gives)."""
-    st = record["statistics"]
-    n = len(study.sgd)
+def _arr(records, *keys) -> np.ndarray:
     out = []
-    start = np.array([r.train_acc_start for r in study.sgd])
-    L0 = np.array([r.L0 for r in study.sgd])
-    if np.all(start >= 1.0):
-        out.append(f"All {n} SGD windows start at 100% training accuracy, with a final training loss $L_0$ between "
-                   f"{L0.min():.2g} and {L0.max():.2g}. The runs are in the exploration phase that the claim is about.")
-    else:
-        out.append(f"In {int((start < 1).sum())} of {n} seeds the training accuracy at the start of the window was "
-                   f"below 100% (lowest {start.min():.3f}). Those windows may not have reached the exploration phase. "
-                   f"Before that phase the research notes saw drift-like leading components and no clean power law, "
-                   f"so more `pretrain_epochs` may be needed.")
-    psi = np.array([r.fit.psi for r in study.sgd])
-    rho = np.array([r.fit.spearman_rho for r in study.sgd])
+    for r in records:
+        v = r
+        for k in keys:
+            v = v[k]
+        out.append(float(v))
+    return np.array(out)
+
+
+def aggregate(params: Params, records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Statistics, parts and verdict from the per-seed records of :func:`run_seed`."""
     lo, hi = params.psi_band
-    out.append(f"Under SGD, $\\psi$ ranges from {psi.min():.2f} to {psi.max():.2f} across seeds, and Spearman's "
-               f"$\\rho$ from {rho.min():.3f} to {rho.max():.3f}. {st['n_seeds_pass']} of {n} seeds meet the per-seed "
-               f"criterion ($\\psi$ in [{lo}, {hi}] and $\\rho < {params.rho_max}$).")
-    m = st["psi"]["estimate"]
-    near = "close to" if abs(m - 4.0) <= 1.0 else "not close to"
-    out.append(f"The mean exponent {m:.2f} is {near} the $\\psi \\approx 4$ that Feng & Tu report for MNIST. "
-               f"(Here 'close' means within 1 of it; this is a descriptive comparison, not part of the criterion.)")
-    slopes = np.array([r.fit.slope for r in study.control])
+    psi = _arr(records, "primary", "psi")
+    rho = _arr(records, "primary", "rho")
+    effect_a = np.minimum(psi - lo, hi - psi)
+    dec_a = decide(effect_a, smallest_effect=SMALLEST_EFFECT_A, label="psi inside the band")
+    outcome_a, reason_a = dec_a.outcome, dec_a.reason
+    if not np.all(rho < params.rho_max):
+        outcome_a = "not reproduced"
+        reason_a = (f"Spearman rho is not below {params.rho_max:g} in every seed (max {rho.max():.2f}), "
+                    f"so the relation is not a tight inverse law; {dec_a.reason}")
+    slope_c = _arr(records, "control", "slope")
+    stationary = np.array([bool(r["control"]["stationary"]) for r in records])
+    dec_b = decide(slope_c, smallest_effect=SMALLEST_EFFECT_B, label="control slope")
+    outcome_b, reason_b = dec_b.outcome, dec_b.reason
+    if stationary.mean() < params.stationary_fraction:
+        outcome_b = "inconclusive"
+        reason_b = (f"only {int(stationary.sum())} of {len(records)} controls pass the stationarity test "
+                    f"(needed: {params.stationary_fraction:.0%}), so the control is not shown at equilibrium; "
+                    f"{dec_b.reason}")
+    verdict = combine([outcome_a, outcome_b])
+    windows = pd.DataFrame([{"seed": r["seed"], **w} for r in records for w in r["windows"]])
+    by_window = {int(w): mean_ci(g["psi"].to_numpy()).to_dict() for w, g in windows.groupby("window_epochs")}
+    stats = {
+        "psi": mean_ci(psi).to_dict(), "rho": mean_ci(rho).to_dict(), "rho_max_seen": float(rho.max()),
+        "part_a": dec_a.to_dict(), "part_b": dec_b.to_dict(),
+        "psi_by_window": by_window,
+        "psi_null": mean_ci(_arr(records, "null", "psi")).to_dict(),
+        "rho_null": mean_ci(_arr(records, "null", "rho")).to_dict(),
+        "kappa": mean_ci(_arr(records, "noise", "kappa")).to_dict(),
+        "control_slope": mean_ci(slope_c).to_dict(),
+        "control_predicted_slope": mean_ci(_arr(records, "control", "predicted_slope")).to_dict(),
+        "control_rho": mean_ci(_arr(records, "control", "rho")).to_dict(),
+        "control_equipartition": mean_ci(_arr(records, "control", "equipartition_median")).to_dict(),
+        "control_stationary": stationary.tolist(), "n_stationary": int(stationary.sum()),
+        "outcomes": {"A": outcome_a, "B": outcome_b},
+    }
+    parts = [
+        {"name": "Part A: inverse relation under SGD", "outcome": outcome_a, "reason": reason_a,
+         "statistic": statistic(f"min(psi - {lo:g}, {hi:g} - psi)", effect_a)},
+        {"name": "Part B: equilibrium control of the opposite sign", "outcome": outcome_b, "reason": reason_b,
+         "statistic": statistic("control slope of log sigma^2 on log F", slope_c)},
+    ]
+    return {"verdict": verdict, "statistics": stats, "parts": parts,
+            "headline": statistic("psi in sigma_i^2 ~ F_i^-psi (SGD)", psi)}
+
+
+def make_results(params: Params, records: list[dict[str, Any]], sweep: pd.DataFrame | None, device, *,
+                 runtime_s: float) -> dict[str, Any]:
+    """The results record of the chapter (per-seed records summarised, parts, verdict, headline)."""
+    agg = aggregate(params, records)
+    st = dict(agg["statistics"])
+    st["per_seed"] = [{"seed": r["seed"], "psi": r["primary"]["psi"], "rho": r["primary"]["rho"],
+                       "L0": r["primary"]["L0"], "gap": r["primary"]["gap"], "psi_null": r["null"]["psi"],
+                       "kappa": r["noise"]["kappa"], "control_slope": r["control"]["slope"],
+                       "control_predicted_slope": r["control"]["predicted_slope"],
+                       "control_stationary": r["control"]["stationary"], "seconds": r["seconds"]}
+                      for r in records]
+    st["sweep"] = [] if sweep is None else sweep.to_dict(orient="records")
+    warn = check_seeds(PREREGISTRATION, len(records))
     s = st["control_slope"]
-    if st["control_pass"]:
-        verdict_c = "so the sign is reversed with respect to SGD, as the Einstein relation predicts"
-    elif st["control_fail"]:
-        verdict_c = ("so isotropic noise also produces an inverse relation here, and the effect cannot be "
-                     "attributed to the anisotropy of SGD noise in this run")
-    else:
-        verdict_c = ("so the control's sign is not settled by this many seeds")
-    out.append(f"The isotropic-noise control has a positive slope in {int((slopes > 0).sum())} of {len(slopes)} "
-               f"seeds, with mean {s['estimate']:.2f} and 95% CI [{s['low']:.2f}, {s['high']:.2f}], {verdict_c}.")
-    crho = np.array([r.fit.spearman_rho for r in study.control])
-    weak = bool(np.all(np.abs(crho) < 0.3))
-    out.append(f"The control's rank correlation between $F_i$ and $\\sigma_i^2$ ranges from {crho.min():.2f} to "
-               f"{crho.max():.2f} (SGD: {rho.min():.3f} to {rho.max():.3f}). "
-               + ("Every control seed has $|\\rho| < 0.3$: under isotropic noise the variance hardly tracks the "
-                  "flatness"
-                  + (", while under SGD it is close to a monotone function of it" if np.all(rho < params.rho_max)
-                     else "")
-                  + ". The control's slope is therefore a weak trend, not a tight law."
-                  if weak else "At least one control seed has $|\\rho| \\ge 0.3$."))
-    g_sgd = np.median([r.gap for r in study.sgd])
-    g_c = np.median([r.gap for r in study.control])
-    out.append(f"The drift ratio $\\sigma_1^2/\\sigma_2^2$ has a median of {g_sgd:.0f} under SGD and {g_c:.0f} under "
-               f"the control. The first component is left out of the fit in both cases.")
-    if study.sweep:
-        dev = st["sweep_max_deviation"]
-        pts = ", ".join(f"$\\alpha$={r.lr:g}, B={r.batch_size}: {r.fit.psi:.2f}" for r in study.sweep)
-        out.append(f"Across the sweep ({pts}), $\\psi$ departs from the baseline median by at most {dev:.2f} "
-                   f"(tolerance {params.sweep_tolerance}), "
-                   + ("so the exponent does not follow the noise level $\\alpha/B$."
-                      if st["sweep_pass"] else "so the exponent changes with the noise level in this run."))
-        k = st.get("temperature_fixed_loglog_slope")
-        tf = temperature_frame(study)
-        if k is not None:
-            rises = bool(np.all(np.diff(tf.sort_values("lr_over_B")["temperature_own"]) > 0))
-            out.append(f"At fixed weights the measured SGD temperature scales like $(\\alpha/B)^{{{k:.2f}}}$ "
-                       f"(log-log slope over the sweep points; 1 means $T\\propto\\alpha/B$). The temperature each "
-                       f"run had at the start of its own window "
-                       + ("also rises with $\\alpha/B$." if rises else
-                          "does not rise monotonically with $\\alpha/B$: after the same number of epochs the runs sit "
-                          f"at different training losses ($L_0$ from {tf['L0_own'].min():.2g} to "
-                          f"{tf['L0_own'].max():.2g}), and the gradient noise depends on where a run is, not only "
-                          f"on $\\alpha/B$."))
-    else:
-        out.append("This preset runs no learning-rate or batch-size sweep, so the independence of $\\psi$ from "
-                   "$\\alpha/B$ is not tested here.")
-    if record["verdict"] != "reproduced" and params.preset == "smoke":
-        out.append("This is the `smoke` preset: its short windows, few components and few seeds exercise the "
-                   "code and are not meant to decide the claim. Run the `cpu` preset for the verdict.")
-    return out
+    return make_record(
+        claim=params.CLAIM, params=params, verdict=agg["verdict"], statistics=st, criterion=criterion_text(params),
+        seeds=[r["seed"] for r in records], runtime_s=runtime_s, device=str(device),
+        headline=agg["headline"] | {"paper": "psi ~ 4 on MNIST; equilibrium (isotropic noise) gives the opposite "
+                                              "sign (Feng & Tu 2021)"},
+        preregistration=PREREGISTRATION, parts=agg["parts"],
+        notes=(f"control slope {s['estimate']:.3g} [{s['low']:.3g}, {s['high']:.3g}]; "
+               f"{st['n_stationary']}/{len(records)} controls stationary" + (f"; {warn}" if warn else "")))
+
+
+# ----------------------------------------------------------------------------- tables for the chapter
+def seed_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per seed: psi and rho (SGD), the null's psi, the noise exponent, the control's slopes."""
+    return pd.DataFrame([{"seed": r["seed"], "psi": r["primary"]["psi"], "rho": r["primary"]["rho"],
+                          "psi null": r["null"]["psi"], "kappa": r["noise"]["kappa"],
+                          "control slope": r["control"]["slope"],
+                          "predicted": r["control"]["predicted_slope"]} for r in records])
+
+
+def window_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """Long form: one row per (seed, window length) with psi, rho and the drift ratio."""
+    return pd.DataFrame([{"window (epochs)": w["window_epochs"], "seed": r["seed"], "psi": w["psi"],
+                          "rho": w["rho"], "gap": w["gap"]} for r in records for w in r["windows"]])
+
+
+def spectrum_frame(records: list[dict[str, Any]], params: Params) -> pd.DataFrame:
+    """Long form: one row per (seed, dynamics, component) with sigma^2, F and T_i, fitted components only."""
+    lo, hi = params.fit_components
+    rows = []
+    for r in records:
+        for name, s2, Fw in (("SGD", r["primary"]["sigma2"], r["primary"]["widths"]),
+                             ("random-walk null", r["null"]["sigma2"], r["null"]["widths"]),
+                             ("equilibrium control", r["control"]["sigma2"], r["control"]["widths"])):
+            for i in range(lo - 1, min(hi, len(s2))):
+                rows.append({"dynamics": name, "seed": r["seed"], "component": i + 1, "sigma2": s2[i], "F": Fw[i],
+                             "T_i": r["noise"]["T_i"][i] if name == "SGD" else float("nan")})
+    return pd.DataFrame(rows)
+
+
+def styled(frame: pd.DataFrame):
+    """``frame`` as a pandas Styler: floats to 3 significant digits, no index."""
+    floats = [c for c in frame.columns if frame[c].dtype.kind == "f"]
+    return frame.style.format("{:.3g}", subset=floats, na_rep="-").hide(axis="index")
