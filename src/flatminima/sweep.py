@@ -39,6 +39,7 @@ import dataclasses
 import importlib
 import itertools
 import json
+import logging
 import math
 import os
 import socket
@@ -217,6 +218,7 @@ def run_point(module: str, params: ClaimParams, seed: int, device: str, threads:
     meta = {"wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0,
             "host": socket.gethostname(), "cpu": cpu_capability(), "device": dev.type,
             "threads": torch.get_num_threads(), "slurm_job": os.environ.get("SLURM_JOB_ID"),
+            "slurm_array_job": os.environ.get("SLURM_ARRAY_JOB_ID"),
             "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     entry = {"format": CACHE_FORMAT, "claim": params.CLAIM, "seed": int(seed), "key": key,
              "record": record, "meta": meta}
@@ -243,6 +245,7 @@ def make_executor(kind: str, folder: Path, *, max_parallel: int, threads: int = 
     """A submitit executor: local processes, or Slurm job arrays on ``partition`` with ``gpus`` per job."""
     import submitit
 
+    _quiet_repeated_sacct_warnings()
     folder = Path(folder) / "%j"
     if kind == "local":
         ex = submitit.LocalExecutor(folder=folder)
@@ -267,6 +270,27 @@ def make_executor(kind: str, folder: Path, *, max_parallel: int, threads: int = 
         ex.update_parameters(**params)
         return ex
     raise ParameterError(f"executor must be one of {', '.join(EXECUTORS)}, got {kind!r}")
+
+
+class _OnceFilter(logging.Filter):
+    """Let submitit's "Bypassing sacct error" warning through once, not at every status poll."""
+
+    seen = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "Bypassing sacct error" not in record.getMessage():
+            return True
+        if _OnceFilter.seen:
+            return False
+        _OnceFilter.seen = True
+        return True
+
+
+def _quiet_repeated_sacct_warnings() -> None:
+    """A cluster without Slurm accounting (sacct) still works: jobs are followed by their result files."""
+    log = logging.getLogger("submitit")
+    if not any(isinstance(f, _OnceFilter) for f in log.filters):
+        log.addFilter(_OnceFilter())
 
 
 def _job_error(exc: BaseException) -> str:
