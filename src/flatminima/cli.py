@@ -141,6 +141,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
           f"points, {args.executor} executor, into {out}", flush=True)
     outcomes = sw.run(plan, cache_dir=cache, folder=out / ".submitit", executor=args.executor,
                       max_parallel=args.max_parallel, retries=args.retries, threads=args.threads,
+                      points_per_job=args.points_per_job,
                       partition=args.slurm_partition, gpus=args.slurm_gpus, time_min=args.time_min,
                       show_progress=not args.no_progress)
     words = [args.claim, *(f"--grid={g}" for g in args.grid or []),
@@ -217,6 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="where each point runs (default: cuda with --slurm-gpus, else cpu)")
     swp.add_argument("--max-parallel", type=int, default=None, metavar="N",
                      help="points at once (default: the cores here, or 256 Slurm array tasks)")
+    swp.add_argument("--points-per-job", type=int, default=None, metavar="K",
+                     help="points run one after the other in one job, to pay a process start-up once "
+                          "(default: one job per worker locally, 1 on Slurm)")
     swp.add_argument("--retries", type=int, default=1, metavar="N", help="resubmissions of a failed point")
     swp.add_argument("--primary", default=None, metavar="FIELD",
                      help="plot this per-seed record field instead of the claim's headline statistic")

@@ -9,10 +9,13 @@ grid cell before anything is submitted).
 The points run through `submitit <https://github.com/facebookincubator/submitit>`_, with the
 same code on a laptop and on a cluster:
 
-* ``executor="local"``: :class:`submitit.LocalExecutor`, one process per point with one torch
-  thread (the thread policy of :mod:`flatminima.device`), at most ``max_parallel`` at once;
+* ``executor="local"``: :class:`submitit.LocalExecutor`, processes with one torch thread each
+  (the thread policy of :mod:`flatminima.device`), at most ``max_parallel`` at once; by default
+  one job per worker, each running its share of the points in turn (a process start-up costs
+  about 2 CPU s of imports, as much as a smoke point);
 * ``executor="slurm"``: :class:`submitit.SlurmExecutor`, the points submitted as Slurm job
-  arrays (``array_parallelism = max_parallel``) on a partition, with GPUs if asked for.
+  arrays (``array_parallelism = max_parallel``, one point per array task unless
+  ``points_per_job`` says otherwise) on a partition, with GPUs if asked for.
 
 Each finished point is written atomically in the per-seed cache format of
 :mod:`flatminima.replicates` (``<cache>/<claim>/seed-<seed>-<key>.json``, ``key`` =
@@ -299,18 +302,29 @@ def _job_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: " + (lines[0] if lines else "the job ended without a result")
 
 
+def run_points(module: str, items: Sequence[tuple[ClaimParams, int, str, str]], device: str,
+               threads: int) -> list[dict]:
+    """One job: :func:`run_point` for each ``(params, seed, path, key)`` in turn (one process start-up)."""
+    return [run_point(module, params, seed, device, threads, path, key) for params, seed, path, key in items]
+
+
 def run(sweep: Sweep, *, cache_dir: Path, folder: Path, executor: str = "local",
         max_parallel: int | None = None, retries: int = 1, threads: int = 1,
-        partition: str | None = None, gpus: int = 0, time_min: int = 60,
-        slurm_extra: Mapping[str, Any] | None = None, show_progress: bool = True,
+        points_per_job: int | None = None, partition: str | None = None, gpus: int = 0,
+        time_min: int = 60, slurm_extra: Mapping[str, Any] | None = None, show_progress: bool = True,
         poll_s: float = 0.5, log=None) -> list[Outcome]:
     """Run every point of ``sweep`` that has no record yet; return one :class:`Outcome` per point.
 
     ``folder`` holds submitit's job files and logs (on a cluster: a shared filesystem).
-    ``max_parallel`` points run at once (default: the cores here for ``local``, 256 array tasks
-    for ``slurm``). A point whose ``run_seed`` raises, or whose job dies, is resubmitted up to
-    ``retries`` times, then reported as ``failed`` with its error. Interrupting (Ctrl-C) cancels
-    the jobs in flight; finished points stay stored and the next call skips them.
+    ``max_parallel`` jobs run at once (default: the cores here for ``local``, 256 array tasks
+    for ``slurm``). A job runs ``points_per_job`` points one after the other, so the start-up
+    of a process (importing torch: about 2 CPU s) is paid once per job, not once per point;
+    the default is one job per worker for ``local`` (points dealt round-robin, so every job
+    gets a share of each grid cell) and one point per array task for ``slurm``. Each point's
+    record is stored as soon as it finishes, whatever the job size. A point whose
+    ``run_seed`` raises, or whose job dies, is resubmitted up to ``retries`` times, then
+    reported as ``failed`` with its error. Interrupting (Ctrl-C) cancels the jobs in flight;
+    finished points stay stored and the next call skips them.
     """
     if retries < 0:
         raise ParameterError(f"retries must be >= 0, got {retries}")
@@ -321,59 +335,86 @@ def run(sweep: Sweep, *, cache_dir: Path, folder: Path, executor: str = "local",
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     cache_dir, folder = Path(cache_dir), Path(folder)
     outcomes: dict[int, Outcome] = {}
-    pending: deque[int] = deque()
+    todo: list[int] = []
     for i, p in enumerate(sweep.points):
         hit = load_point(cache_dir, p)
         if hit is not None:
             outcomes[i] = Outcome(p, "cached", hit[0], hit[1])
         else:
-            pending.append(i)
-    if not pending:
+            todo.append(i)
+    if not todo:
         return [outcomes[i] for i in range(len(sweep.points))]
+    if points_per_job is None:
+        points_per_job = math.ceil(len(todo) / max_parallel) if executor == "local" else 1
+    if points_per_job < 1:
+        raise ParameterError(f"points_per_job must be >= 1, got {points_per_job}")
+    n_jobs = math.ceil(len(todo) / points_per_job)
+    pending: deque[int] = deque(i for j in range(n_jobs) for i in todo[j::n_jobs])  # round-robin chunks
     ex = make_executor(executor, folder, max_parallel=max_parallel, threads=threads, partition=partition,
                        gpus=gpus, time_min=time_min, job_name=f"flatminima-{sweep.claim}",
                        slurm_extra=slurm_extra)
-    capacity = max_parallel if executor == "local" else len(sweep.points)  # Slurm throttles arrays itself
-    attempts = {i: 0 for i in pending}
-    in_flight: list[tuple[Any, int]] = []
+    capacity = max_parallel if executor == "local" else n_jobs  # Slurm throttles its arrays itself
+    attempts = {i: 0 for i in todo}
+    in_flight: list[tuple[Any, list[int]]] = []
+    counted: set[int] = set()
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(sweep.points), initial=len(outcomes), desc=f"sweep {sweep.claim}", unit="point",
                disable=not show_progress, file=sys.stderr)
+
+    def tick(i: int) -> None:
+        if i not in counted:
+            counted.add(i)
+            bar.update()
+
+    def settle(i: int, res: dict) -> None:
+        p = sweep.points[i]
+        if res.get("ok"):
+            outcomes[i] = Outcome(p, "done", res["record"], res["meta"], attempts=attempts[i])
+            tick(i)
+        elif attempts[i] <= retries:
+            log(f"sweep: {p.label} failed ({res['error']}); retry {attempts[i]} of {retries}")
+            pending.append(i)
+        else:
+            outcomes[i] = Outcome(p, "failed", error=res["error"], attempts=attempts[i],
+                                  meta={"traceback": res.get("traceback")})
+            log(f"sweep: {p.label} FAILED after {attempts[i]} attempt(s): {res['error']}")
+            tick(i)
+
     try:
         while pending or in_flight:
-            n = min(capacity - len(in_flight), len(pending))
-            if n > 0:
-                batch = [pending.popleft() for _ in range(n)]
+            chunks = []
+            while pending and len(in_flight) + len(chunks) < capacity:
+                chunks.append([pending.popleft() for _ in range(min(points_per_job, len(pending)))])
+            if chunks:
                 with ex.batch():
-                    jobs = [ex.submit(run_point, sweep.module, sweep.points[i].params, sweep.points[i].seed,
-                                      sweep.device, threads, str(record_path(cache_dir, sweep.points[i])),
-                                      sweep.points[i].key) for i in batch]
-                for job, i in zip(jobs, batch):
-                    attempts[i] += 1
-                    in_flight.append((job, i))
+                    jobs = [ex.submit(run_points, sweep.module,
+                                      [(sweep.points[i].params, sweep.points[i].seed,
+                                        str(record_path(cache_dir, sweep.points[i])), sweep.points[i].key)
+                                       for i in chunk], sweep.device, threads) for chunk in chunks]
+                for job, chunk in zip(jobs, chunks):
+                    for i in chunk:
+                        attempts[i] += 1
+                    in_flight.append((job, chunk))
             time.sleep(poll_s)
             still = []
-            for job, i in in_flight:
+            for job, chunk in in_flight:
                 if not job.done():
-                    still.append((job, i))
+                    still.append((job, chunk))
+                    for i in chunk:  # progress per point, also inside a multi-point job
+                        if i not in counted and record_path(cache_dir, sweep.points[i]).is_file():
+                            tick(i)
                     continue
                 try:
-                    res = job.result()
-                except Exception as exc:  # noqa: BLE001 - the job died without returning
-                    res = {"ok": False, "error": _job_error(exc), "traceback": str(exc)[-6000:]}
-                p = sweep.points[i]
-                if res.get("ok"):
-                    outcomes[i] = Outcome(p, "done", res["record"], res["meta"], attempts=attempts[i])
-                    bar.update()
-                elif attempts[i] <= retries:
-                    log(f"sweep: {p.label} failed ({res['error']}); retry {attempts[i]} of {retries}")
-                    pending.append(i)
-                else:
-                    outcomes[i] = Outcome(p, "failed", error=res["error"], attempts=attempts[i],
-                                          meta={"traceback": res.get("traceback")})
-                    log(f"sweep: {p.label} FAILED after {attempts[i]} attempt(s): {res['error']}")
-                    bar.update()
+                    results = job.result()
+                except Exception as exc:  # noqa: BLE001 - the job died: keep the points it stored
+                    died = {"ok": False, "error": _job_error(exc), "traceback": str(exc)[-6000:]}
+                    results = []
+                    for i in chunk:
+                        hit = load_point(cache_dir, sweep.points[i])
+                        results.append({"ok": True, "record": hit[0], "meta": hit[1]} if hit else died)
+                for i, res in zip(chunk, results):
+                    settle(i, res)
             in_flight = still
     except BaseException:
         for job, _ in in_flight:
