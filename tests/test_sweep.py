@@ -101,7 +101,7 @@ def test_cli_sweep_2x2x3_tables_statistics_page_and_resume(toy_claim, tmp_path, 
     points = pd.read_parquet(out / "points.parquet")
     assert len(points) == 12 and set(points["status"]) == {"done"}
     assert {"cell", "lr", "batch_size", "seed", "offset", "loss", "converged", "wall_s", "key"} <= set(points.columns)
-    assert "w" not in points.columns  # lists stay in the JSON records
+    assert "w" not in points.columns and "record.seed" not in points.columns  # lists stay in the JSON records
     np.testing.assert_allclose(points["offset"], 10 * points["lr"] + points["batch_size"] + points["seed"])
     csv = pd.read_csv(out / "points.csv")
     np.testing.assert_allclose(csv["loss"], points["loss"])
@@ -220,9 +220,9 @@ def test_without_a_claim_aggregate_every_numeric_field_gets_a_t_interval(toy_cla
     outcomes = _outcomes(plan)
     monkeypatch.delattr(toy, "aggregate")
     cells = sw.cells_table(plan, outcomes)
-    assert set(cells["statistic"]) == {"seed", "offset", "loss"}  # bools and lists are not statistics
+    assert set(cells["statistic"]) == {"offset", "loss"}  # seeds, bools and lists are not statistics
     prim = cells[cells["primary"]]
-    assert list(prim["statistic"]) == ["seed", "seed"]  # the first numeric field
+    assert list(prim["statistic"]) == ["offset", "offset"]  # the first numeric field
     r = cells[(cells["statistic"] == "offset") & (cells["batch_size"] == 8)].iloc[0]
     x = np.array([10 * 0.1 + 8 + s for s in range(4)])
     lo, hi = sps.t.interval(0.95, 3, loc=x.mean(), scale=sps.sem(x))
@@ -247,7 +247,7 @@ def test_a_cell_the_claim_cannot_aggregate_still_gets_its_means(toy_claim, monke
     monkeypatch.setattr(toy, "aggregate", broken)
     cells = sw.cells_table(plan, _outcomes(plan))
     assert set(cells["note"]) == {"aggregate failed: RuntimeError: needs 10 seeds"}
-    assert list(cells[cells["primary"]]["statistic"]) == ["seed"]
+    assert list(cells[cells["primary"]]["statistic"]) == ["offset"]
 
 
 def test_sweep_pages_is_empty_without_sweeps(tmp_path):

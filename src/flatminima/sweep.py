@@ -439,10 +439,11 @@ def _scalars(record: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _numeric_fields(records: Sequence[Mapping[str, Any]]) -> list[str]:
-    """Top-level fields that are a finite-or-null number (not bool) in every record, in record order."""
+    """Top-level fields that are a number or null (not bool, not the seed) in every record, in record order."""
     if not records:
         return []
-    names = [k for k, v in records[0].items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    names = [k for k, v in records[0].items()
+             if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("seed", "seeds")]
     return [k for k in names
             if all(k in r and (r[k] is None or (isinstance(r[k], (int, float)) and not isinstance(r[k], bool)))
                    for r in records)]
@@ -461,6 +462,8 @@ def points_table(sweep: Sweep, outcomes: Sequence[Outcome]):
         for k in ("wall_s", "cpu_s", "host", "cpu"):
             row[k] = meta.get(k)
         for k, v in _scalars(o.record or {}).items():
+            if k in row and row[k] == v:  # e.g. the record's own "seed"
+                continue
             row[k if k not in row else f"record.{k}"] = v
         rows.append(row)
     return pd.DataFrame(rows)
