@@ -6,6 +6,7 @@
     flatminima run [CLAIM ...] [--preset smoke|cpu|paper] [-p NAME VALUE ...] [--out DIR] [--jobs N] [--force]
     flatminima book [--preset cpu] [--jobs N]
     flatminima verify [CLAIM ...] [--preset cpu] [--seeds-from K] [--out DIR] [--jobs N]
+    flatminima sweep CLAIM --grid NAME=V1,V2 [--grid ...] [--preset P] [--seeds S] [--executor local|slurm] ...
 """
 from __future__ import annotations
 
@@ -212,6 +213,45 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """Run a grid x seeds sweep of one claim through submitit and write its tables and book page."""
+    import shlex
+
+    from . import sweep as sw
+
+    grid = sw.parse_grid(args.grid or [])
+    fixed = _overrides(args.param)
+    device = args.device or ("cuda" if args.slurm_gpus else "cpu")
+    plan = sw.plan(args.claim, grid, preset=args.preset, seeds=args.seeds, fixed=fixed, device=device)
+    name = args.name or sw.default_name(args.claim, grid)
+    if args.out:
+        out = Path(args.out).resolve()
+    else:
+        from .runner import find_root
+
+        out = find_root(args.root) / sw.SWEEPS_DIR / name
+    cache = Path(args.cache_dir).resolve() if args.cache_dir else out / "seeds"
+    print(f"sweep {args.claim}: {len(plan.cells)} grid cells x {len(plan.seeds)} seeds = {len(plan.points)} "
+          f"points, {args.executor} executor, into {out}", flush=True)
+    outcomes = sw.run(plan, cache_dir=cache, folder=out / ".submitit", executor=args.executor,
+                      max_parallel=args.max_parallel, retries=args.retries, threads=args.threads,
+                      points_per_job=args.points_per_job,
+                      partition=args.slurm_partition, gpus=args.slurm_gpus, time_min=args.time_min,
+                      show_progress=not args.no_progress)
+    words = [args.claim, *(f"--grid={g}" for g in args.grid or []),
+             *(w for n, v in args.param or [] for w in ("-p", n, v)), f"--preset={args.preset}",
+             *([f"--seeds={args.seeds}"] if args.seeds else []), *([f"--primary={args.primary}"] if args.primary else [])]
+    command = "flatminima sweep " + " ".join(shlex.quote(w) for w in words)
+    paths = sw.write_outputs(plan, outcomes, out, name=name, command=command, primary=args.primary)
+    counts = {s: sum(o.status == s for o in outcomes) for s in ("cached", "done", "failed")}
+    print(f"sweep {args.claim}: {counts['done']} run, {counts['cached']} already done, {counts['failed']} failed; "
+          f"page {paths['page']}", flush=True)
+    for o in outcomes:
+        if o.status == "failed":
+            print(f"  FAILED {o.point.label}: {o.error}", file=sys.stderr)
+    return 1 if counts["failed"] else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="flatminima", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -264,6 +304,38 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--force", action="store_true", help="fetch again even when the files are present")
     data.add_argument("--no-hash", action="store_true", help="data list: skip the SHA-256 of each file")
     data.set_defaults(func=cmd_data)
+
+    swp = sub.add_parser("sweep", help="a grid of parameters x seeds of one claim, through submitit (local or Slurm)")
+    swp.add_argument("claim", metavar="CLAIM", help=f"the claim to sweep: {', '.join(CLAIMS)}")
+    swp.add_argument("--grid", action="append", metavar="NAME=V1,V2,...",
+                     help="one swept parameter and its values (repeat for a Cartesian product); "
+                          "list values as YAML: widths=[[64,64],[128]]")
+    swp.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"),
+                     help="a parameter fixed for every grid cell (YAML value)")
+    swp.add_argument("--preset", default="smoke", choices=PRESET_NAMES)
+    swp.add_argument("--seeds", default=None, help="seeds per grid cell: 0-4, 0-4,10 or [1, 2] (default: the preset's)")
+    swp.add_argument("--executor", default="local", choices=("local", "slurm"),
+                     help="local: processes on this machine (one torch thread each); slurm: job arrays")
+    swp.add_argument("--slurm-partition", default=None, metavar="P", help="Slurm partition of the jobs")
+    swp.add_argument("--slurm-gpus", type=int, default=0, metavar="N", help="GPUs per Slurm job (then device cuda)")
+    swp.add_argument("--time-min", type=int, default=60, metavar="MIN", help="time limit of one point, minutes")
+    swp.add_argument("--threads", type=int, default=1, help="torch threads per point (Slurm: cpus per task)")
+    swp.add_argument("--device", default=None, choices=("cpu", "cuda"),
+                     help="where each point runs (default: cuda with --slurm-gpus, else cpu)")
+    swp.add_argument("--max-parallel", type=int, default=None, metavar="N",
+                     help="points at once (default: the cores here, or 256 Slurm array tasks)")
+    swp.add_argument("--points-per-job", type=int, default=None, metavar="K",
+                     help="points run one after the other in one job, to pay a process start-up once "
+                          "(default: one job per worker locally, 1 on Slurm)")
+    swp.add_argument("--retries", type=int, default=1, metavar="N", help="resubmissions of a failed point")
+    swp.add_argument("--primary", default=None, metavar="FIELD",
+                     help="plot this per-seed record field instead of the claim's headline statistic")
+    swp.add_argument("--name", default=None, help="the sweep's folder name (default: CLAIM-PARAM-PARAM)")
+    swp.add_argument("--out", default=None, help="the sweep's folder (default: book/generated/sweeps/NAME)")
+    swp.add_argument("--cache-dir", default=None, help="per-point records (default: OUT/seeds)")
+    swp.add_argument("--no-progress", action="store_true", help="no progress bar")
+    swp.add_argument("--root")
+    swp.set_defaults(func=cmd_sweep)
     return p
 
 
