@@ -485,14 +485,38 @@ def check_executed(generated: Path) -> None:
             raise RuntimeError(f"chapter {claim!r} recorded an exception during execution: {path}")
 
 
+def toc_with_sweeps(root: Path) -> Path:
+    """``_toc.yml``, or, when sweeps are published under ``book/generated/sweeps/``, a generated copy
+    (``_build/_toc.sweeps.yml``) with a "Sweeps" part listing their pages (:func:`flatminima.sweep.toc_part`).
+
+    The static ``_toc.yml`` never names sweep pages, so a book without sweeps builds under ``-W``.
+    """
+    import yaml
+
+    from .sweep import toc_part
+
+    root = Path(root)
+    part = toc_part(root)
+    if part is None:
+        return root / "_toc.yml"
+    toc = yaml.safe_load((root / "_toc.yml").read_text(encoding="utf-8"))
+    parts = toc.setdefault("parts", [])
+    back = next((i for i, p in enumerate(parts) if p.get("caption") == "Back matter"), len(parts))
+    parts.insert(back, part)
+    out = root / "_build" / "_toc.sweeps.yml"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, yaml.safe_dump(toc, sort_keys=False))
+    return out
+
+
 def build_book(root: Path, *, strict: bool = True) -> Path:
     """Write the generated pages, check the chapters, run ``jupyter-book build``; return index.html."""
     root = Path(root).resolve()
     generated = root / "book" / "generated"
     check_executed(generated)
     write_pages(generated)
-    cmd = [sys.executable, "-c", "from jupyter_book.cli.main import main; main()", "build", str(root), "--toc", str(root / "_toc.yml"),
-           "--config", str(root / "_config.yml")]
+    cmd = [sys.executable, "-c", "from jupyter_book.cli.main import main; main()", "build", str(root), "--toc",
+           str(toc_with_sweeps(root)), "--config", str(root / "_config.yml")]
     if strict:
         cmd += ["-W", "-n", "--keep-going"]
     proc = subprocess.run(cmd, cwd=root, text=True, capture_output=True)
