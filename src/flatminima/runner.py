@@ -449,7 +449,7 @@ def _run_locked(claim, params, source: Path, overrides: dict[str, Any], out_dir:
                             resources={"metadata": {"path": str(stage)}},
                             progress_bar=False, log_output=log_output,
                             execution_timeout=timeout, kernel_manager_class=_kernel_manager_class(),
-                            extra_arguments=["--IPKernelApp.log_level=ERROR"])  # no TCP-warning noise
+                            extra_arguments=["--IPKernelApp.log_level=CRITICAL"])  # no TCP-warning noise
     except Exception as exc:  # noqa: BLE001 - report every failure the same way, keep the evidence
         if _stop.is_set():
             _cleanup_stage(out_dir, stage)
