@@ -192,3 +192,26 @@ def test_ritz_bound_uses_the_gap_only_once_the_neighbour_has_converged():
     assert _ritz_error_bounds([1.0, 0.5], [1e-3, 1e-6], 1, 1e-3)[0] == pytest.approx(1e-6 / (0.5 - 1e-6))
     # neighbour not converged: the plain residual bound, whatever the Ritz gap looks like
     assert _ritz_error_bounds([1.0, 0.5], [1e-3, 1e-2], 1, 1e-3)[0] == pytest.approx(1e-3)
+
+
+# ----------------------------------------------------------------------------- spectral density
+def test_slq_moments_equal_the_quadratic_forms_and_estimate_trace_of_powers():
+    """Gauss quadrature is exact for v^T H^k v, k < 2m; averaged over probes it estimates tr(H^k)/n."""
+    from flatminima.hessian import spectral_density
+
+    n = 300
+    g = torch.Generator().manual_seed(1)
+    e = torch.cat([torch.tensor([5.0, 3.0, -1.0], dtype=torch.float64), torch.rand(n - 3, generator=g, dtype=torch.float64)])
+    A = _rotated(e, 1)
+    dens = spectral_density(lambda v: A @ v, n, num_probes=1, num_iter=12, seed=3, dtype=torch.float64)
+    gen = torch.Generator(device="cpu").manual_seed(3)
+    v = (torch.randint(0, 2, (n,), generator=gen) * 2 - 1).double()
+    v = v / v.norm()
+    for k in range(0, 8):
+        assert dens.moment(k) == pytest.approx(float(v @ torch.linalg.matrix_power(A, k) @ v), rel=1e-8, abs=1e-10)
+    many = spectral_density(lambda v: A @ v, n, num_probes=200, num_iter=12, seed=4, dtype=torch.float64)
+    for k in (1, 2, 3):
+        assert many.moment(k) == pytest.approx(float((e ** k).mean()), rel=0.05)
+    grid = torch.linspace(-3, 7, 2001)
+    rho = many.on_grid(grid, 0.05)
+    assert float(torch.trapezoid(rho, grid.double())) == pytest.approx(1.0, abs=1e-3)
