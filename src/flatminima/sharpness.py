@@ -155,7 +155,7 @@ NOT_HOMOGENEOUS = (nn.Tanh, nn.Sigmoid, nn.GELU, nn.SiLU, nn.ELU, nn.SELU, nn.CE
 
 
 def homogeneous_layers(net: nn.Module) -> list[str]:
-    """Names of the linear/convolutional modules of ``net``, input to output (the rescalable layers).
+    r"""Names of the linear/convolutional modules of ``net``, input to output (the rescalable layers).
 
     Raises ValueError if ``net`` has an activation that is not positively homogeneous
     (:math:`\sigma(cz) = c\,\sigma(z)` for :math:`c > 0` holds for ReLU, leaky ReLU and the identity,
