@@ -138,7 +138,7 @@ def test_verdict_combines_the_three_parts_with_the_decision_rule(ratios, gaps, o
     assert [p["name"][0] for p in agg["parts"]] == ["A", "B", "C"]
     assert all({"value", "ci_low", "ci_high", "se", "n"} <= set(p["statistic"]) for p in agg["parts"])
     assert agg["headline"]["value"] == pytest.approx(math.exp(np.mean(np.log(ratios))))
-    assert agg["headline"]["scale"] == "log" and "205" in agg["headline"]["paper"]
+    assert agg["headline"]["scale"] == "log" and "205 vs 1.23" in agg["headline"]["paper"]
 
 
 def test_a_seed_missing_the_smallest_threshold_is_dropped_and_said():
