@@ -153,8 +153,11 @@ def main() -> None:
     def pyhessian_real(tol):
         """The real PyHessian 0.1 (pip install pyhessian): ``hessian(...).eigenvalues(top_n=1, tol=tol)``."""
         def go():
-            import pyhessian.hessian as ph
+            import sys
 
+            import pyhessian  # noqa: F401 - its __init__ shadows the submodule by the class `hessian`
+
+            ph = sys.modules["pyhessian.hessian"]
             count = Counter(ph.hessian_vector_product)
             ph.hessian_vector_product, orig = count, ph.hessian_vector_product
             try:
