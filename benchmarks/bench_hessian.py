@@ -52,9 +52,9 @@ class Counter:
     def __init__(self, f):
         self.f, self.n = f, 0
 
-    def __call__(self, v):
+    def __call__(self, *args):
         self.n += 1
-        return self.f(v)
+        return self.f(*args)
 
 
 def main() -> None:
