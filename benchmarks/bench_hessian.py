@@ -1,7 +1,7 @@
 """Benchmark: Hessian-vector products and the top Hessian eigenvalue on the cpu-preset model.
 
-Measured in one run, on one thread, for the sharp-minima cpu preset (MLP 40-128-128-128-10 on
-the 4000 MNIST-1D training samples, after a few epochs of large-batch Adam):
+Measured in one run, on one thread, on the width-256 MLP 40-256-256-256-10 (default ``--widths``) on
+the 4000 MNIST-1D training samples, after a few epochs of large-batch Adam:
 
 * time of one HVP (forward-over-reverse ``jvp``, double backward with a kept graph, vmapped ``jvp``)
   divided by the time of one gradient (goal <= 2.5);
