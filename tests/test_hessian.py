@@ -125,3 +125,93 @@ def test_hessian_of_a_linear_softmax_model_matches_closed_form():
     H = sum(torch.kron(torch.diag(p) - torch.outer(p, p), torch.outer(x, x)) for p, x in zip(P, X)) / len(X)
     assert torch.allclose(dense_hessian(net, X, y), H, atol=1e-12)
     assert top_eigenvalue(net, X, y, tol=1e-8).top == pytest.approx(torch.linalg.eigvalsh(H)[-1].item(), rel=1e-6)
+
+
+# ----------------------------------------------------------------------------- an honest stopping rule
+def _spectra(seed: int, n: int = 400) -> dict[str, torch.Tensor]:
+    """Spectra whose top is hard for a stopping rule: clusters, near- and exact degeneracy, a close tail."""
+    g = torch.Generator().manual_seed(seed)
+    bulk = torch.rand(n, generator=g, dtype=torch.float64) * 0.5
+    out = {}
+    for d in (1e-4, 5e-4, 1e-3, 3e-3, 1e-2, 3e-2):  # five top eigenvalues spaced by d
+        e = bulk.clone()
+        e[:5] = 1 - d * torch.arange(5, dtype=torch.float64)
+        out[f"cluster-{d:g}"] = e
+    e = bulk.clone()
+    e[:3] = 1.0
+    out["degenerate"] = e
+    e = bulk.clone()
+    e[0], e[1] = 1.0, 1.0 - 1e-6
+    out["near-degenerate"] = e
+    out["close-tail"] = torch.cat([torch.tensor([1.0, 0.98, 0.97, 0.9], dtype=torch.float64),
+                                   torch.rand(n - 4, generator=g, dtype=torch.float64) * 0.85])
+    out["indefinite"] = torch.cat([torch.tensor([1.0, 0.995, -1.2], dtype=torch.float64), bulk[3:] - 0.25])
+    return out
+
+
+def _rotated(e: torch.Tensor, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(10_000 + seed)
+    Q = torch.linalg.qr(torch.randn(len(e), len(e), generator=g, dtype=torch.float64))[0]
+    return (Q * e) @ Q.T
+
+
+@pytest.mark.parametrize("seed", range(400, 408))
+def test_lanczos_never_reports_convergence_beyond_tol_on_clustered_spectra(seed):
+    """Against dense float64 eigendecompositions (the spectra are constructed, so the truth is known)."""
+    for name, e in _spectra(seed).items():
+        A = _rotated(e, seed)
+        top = float(e.max())
+        for tol in (1e-2, 1e-3):
+            res = lanczos(lambda v: A @ v, len(e), tol=tol, seed=seed, max_iter=200, dtype=torch.float64)
+            err = abs(res.top - top) / top
+            assert res.converged, (name, tol)
+            assert err <= tol, f"{name}, tol {tol}: converged with true relative error {err:.2g}"
+            assert res.top <= top + 1e-12  # a Ritz value is a lower bound
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_lanczos_error_within_tol_on_ten_class_relu_mlp_hessians(seed):
+    """Dense torch.func.hessian of a 8-12-12-10 ReLU MLP (382 parameters) on 200 random points."""
+    g = torch.Generator().manual_seed(seed)
+    net = make_model("mlp", (8,), 10, widths=(12, 12), seed=seed).double()
+    X = torch.randn(200, 8, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 10, (200,), generator=g)
+    H = dense_hessian(net, X, y)
+    top = torch.linalg.eigvalsh(H)[-1].item()
+    hvp, _, spec = make_hvp(net, X, y)
+    for tol in (1e-2, 1e-3):
+        res = lanczos(hvp, spec.dim, tol=tol, seed=seed, dtype=torch.float64)
+        assert res.converged and abs(res.top - top) / top <= tol
+        assert res.top == pytest.approx(float(res.eigenvectors[0] @ H @ res.eigenvectors[0]), rel=1e-6)
+
+
+def test_ritz_bound_uses_the_gap_only_once_the_neighbour_has_converged():
+    from flatminima.hessian import _ritz_error_bounds
+
+    # neighbour converged (r2 = 1e-6 <= tol * 0.5): Kato-Temple r^2 / gap
+    assert _ritz_error_bounds([1.0, 0.5], [1e-3, 1e-6], 1, 1e-3)[0] == pytest.approx(1e-6 / (0.5 - 1e-6))
+    # neighbour not converged: the plain residual bound, whatever the Ritz gap looks like
+    assert _ritz_error_bounds([1.0, 0.5], [1e-3, 1e-2], 1, 1e-3)[0] == pytest.approx(1e-3)
+
+
+# ----------------------------------------------------------------------------- spectral density
+def test_slq_moments_equal_the_quadratic_forms_and_estimate_trace_of_powers():
+    """Gauss quadrature is exact for v^T H^k v, k < 2m; averaged over probes it estimates tr(H^k)/n."""
+    from flatminima.hessian import spectral_density
+
+    n = 300
+    g = torch.Generator().manual_seed(1)
+    e = torch.cat([torch.tensor([5.0, 3.0, -1.0], dtype=torch.float64), torch.rand(n - 3, generator=g, dtype=torch.float64)])
+    A = _rotated(e, 1)
+    dens = spectral_density(lambda v: A @ v, n, num_probes=1, num_iter=12, seed=3, dtype=torch.float64)
+    gen = torch.Generator(device="cpu").manual_seed(3)
+    v = (torch.randint(0, 2, (n,), generator=gen) * 2 - 1).double()
+    v = v / v.norm()
+    for k in range(0, 8):
+        assert dens.moment(k) == pytest.approx(float(v @ torch.linalg.matrix_power(A, k) @ v), rel=1e-8, abs=1e-10)
+    many = spectral_density(lambda v: A @ v, n, num_probes=200, num_iter=12, seed=4, dtype=torch.float64)
+    for k in (1, 2, 3):
+        assert many.moment(k) == pytest.approx(float((e ** k).mean()), rel=0.05)
+    grid = torch.linspace(-3, 7, 2001)
+    rho = many.on_grid(grid, 0.05)
+    assert float(torch.trapezoid(rho, grid.double())) == pytest.approx(1.0, abs=1e-3)

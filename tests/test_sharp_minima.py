@@ -28,7 +28,7 @@ def test_every_preset_validates_and_dataclass_defaults_equal_the_cpu_preset():
     cpu = resolve("sharp-minima", "cpu")
     assert cpu == sm.Params()
     paper = resolve("sharp-minima", "paper")
-    assert paper.dataset == "mnist" and paper.widths == (512,) * 5 and paper.num_seeds == 5
+    assert paper.dataset == "mnist" and paper.lr == 1e-3 and paper.widths == (512,) * 5 and paper.num_seeds == 10
     assert (paper.sb_batch_size, paper.lb_batch_size) == (256, 6000)
 
 
@@ -49,7 +49,7 @@ def test_bad_parameters_fail_before_training_naming_the_parameter(overrides, mes
 @pytest.fixture(scope="module")
 def smoke_run():
     """One SB run of the smoke preset (digits, 32-32 MLP) and the initial net it started from."""
-    params = sm.Params.from_preset("smoke", num_seeds=1, sweep_batch_sizes=())
+    params = sm.Params.from_preset("smoke", num_seeds=1)
     data = sm.load_data(params, torch.device("cpu"))
     net0 = sm.make_net(params, data, 0, torch.device("cpu"))
     before = {k: v.clone() for k, v in net0.state_dict().items()}
@@ -64,84 +64,110 @@ def test_snapshots_are_taken_the_first_epoch_the_training_loss_is_below_each_thr
     for t in params.thresholds:
         first = int(np.argmax(losses <= t))
         assert losses[first] <= t and (first == 0 or losses[:first].min() > t)
-        assert run.snapshots[t].epoch == run.epochs[first]
-        tl, _ = sm._eval(net0, run.snapshots[t].params, data.X_train, data.y_train)
+        snap = run.snapshots[f"{t:g}"]
+        assert snap["epoch"] == run.epochs[first]
+        tl, _ = sm._eval(net0, snap["params"], data.X_train, data.y_train)
         assert tl == pytest.approx(losses[first], rel=1e-4)
-    assert run.epochs[-1] == run.snapshots[params.thresholds[-1]].epoch  # stops at the last threshold
 
 
-def test_dinh_check_keeps_function_and_invariant_measure_and_moves_lambda_max(smoke_run):
+def test_end_of_training_point_is_where_the_loss_stopped_improving_or_the_epoch_budget(smoke_run):
+    params, _, _, _, run = smoke_run
+    end = run.snapshots[sm.END]["epoch"]
+    assert end == run.epochs[-1]
+    losses = np.array(run.train_loss)
+    if end < params.max_epochs:  # stopped by patience: no 1% improvement in the last end_patience epochs
+        best_before = losses[: end - params.end_patience].min()
+        assert losses[end - params.end_patience:].min() >= 0.99 * best_before
+
+
+def test_rescaling_control_keeps_function_and_lambda_N_moves_lambda_max_and_per_neuron_moves_lambda_R(smoke_run):
     params, data, net0, _, run = smoke_run
-    light = dataclasses.replace(params, num_probes=2, keskar_max_iter=2)
-    dinh = sm.dinh_check(net0, run.snapshots[params.thresholds[0]].params, data, light)
-    s = sm.dinh_summary(dinh)
-    assert s["max_logit_change"] < 1e-4
-    assert s["lambda_R_rel_change"] < sm.DINH_TOLERANCE
-    assert s["lambda_max_factor"] > 2
+    light = dataclasses.replace(params, num_probes=2)
+    rows = sm.rescaling_control(net0, run.snapshots[f"{params.thresholds[-1]:g}"]["params"], data, light, seed=3)
+    assert [r["rescaling"] for r in rows] == ["none", "layer-wise", "per-neuron"]
+    s = sm.control_summary(rows)
+    assert s["passes"] and s["logit_change"] < sm.FUNCTION_TOLERANCE
+    assert s["lambda_N_rel_change"] < sm.DINH_TOLERANCE
+    by = {r["rescaling"]: r for r in rows}
+    assert abs(by["layer-wise"]["lambda_R"] / by["none"]["lambda_R"] - 1) < sm.DINH_TOLERANCE  # layer-wise only
+    assert abs(by["per-neuron"]["lambda_R"] / by["none"]["lambda_R"] - 1) > 0.05
+
+
+def test_run_seed_record_is_json_and_has_every_point_and_the_density(tmp_path):
+    params = sm.Params.from_preset("smoke", num_seeds=1, max_epochs=40, loss_thresholds=(0.6,), end_patience=3,
+                                   interp_points=3, slq_iter=5, slq_probes=1, num_probes=2, subspace_dim=0)
+    rec = sm.run_seed(params, 7, "cpu")
+    back = json.loads(json.dumps(rec))
+    assert back["seed"] == 7 and {r["point"] for r in back["rows"]} == {"0.6", "end"}
+    assert set(back["density"]) == {"SB", "LB"} and len(back["density"]["SB"]["nodes"][0]) == 5
+    assert sum(back["density"]["LB"]["weights"][0]) == pytest.approx(1.0, rel=1e-5)
+    assert rec == sm.run_seed(params, 7, "cpu")  # a seed fixes everything
 
 
 # ----------------------------------------------------------------------------- statistics and verdict
-def _table(ratio_R, gap, thresholds=(0.1, 0.03)):
-    """A synthetic results table: LB/SB ratio of lambda_R and SB-LB accuracy gap per seed."""
-    rows = []
-    for seed, (r, g) in enumerate(zip(ratio_R, gap)):
-        for t in thresholds:
-            base = {"seed": seed, "threshold": t, "reached": True, "trace": 1.0, "lambda_max": 1.0, "grad_norm": 1.0,
-                    "keskar_0.001": 1.0, "keskar_0.0005": 1.0, "keskar_0.001_sub": 1.0, "keskar_0.0005_sub": 1.0}
-            rows.append({**base, "regime": "SB", "batch_size": 32, "lambda_R": 10.0, "test_acc": 0.7})
-            rows.append({**base, "regime": "LB", "batch_size": 400, "lambda_R": 10.0 * r, "test_acc": 0.7 - g})
-    return pd.DataFrame(rows)
+def _records(ratio_N, gap, *, thresholds=(0.1, 0.03), control_ok=True):
+    """Synthetic per-seed records: LB/SB ratio of lambda_N and SB-LB accuracy gap per seed."""
+    out = []
+    for seed, (r, g) in enumerate(zip(ratio_N, gap)):
+        rows = []
+        for key in [f"{t:g}" for t in thresholds] + ["end"]:
+            base = {"seed": seed, "point": key, "reached": True, "trace": 1.0, "lambda_max": 1.0, "grad_norm": 1.0,
+                    "lambda_R": 1.0, "keskar_0.001": 1.0, "keskar_0.001_sub": 1.0}
+            rows.append({**base, "regime": "SB", "batch_size": 32, "lambda_N": 10.0, "test_acc": 0.7})
+            rows.append({**base, "regime": "LB", "batch_size": 400, "lambda_N": 10.0 * r, "test_acc": 0.7 - g})
+        ctrl = [{"rescaling": "none", "logit_change": 0.0, "lambda_max": 1.0, "lambda_R": 1.0, "lambda_N": 1.0},
+                {"rescaling": "per-neuron", "logit_change": 1e-7, "lambda_max": 20.0, "lambda_R": 1.5,
+                 "lambda_N": 1.0 if control_ok else 1.1}]
+        out.append({"seed": seed, "rows": rows, "control": ctrl})
+    return out
 
 
-DINH_OK = {"max_logit_change": 1e-6, "lambda_max_factor": 20.0, "trace_factor": 10.0, "lambda_R_rel_change": 1e-6}
+P = sm.Params(num_seeds=8, loss_thresholds=(0.1, 0.03))
 
 
-def test_summary_ratios_are_geometric_means_with_t_intervals():
-    params = sm.Params(num_seeds=3)
-    summary = sm.summarize(_table([2.0, 3.0, 4.0], [0.05, 0.06, 0.04]), params)
-    e = summary["0.03"]["lambda_R"]
-    assert e["ratio_geomean"] == pytest.approx(math.exp(np.mean(np.log([2, 3, 4]))))
-    assert e["ratio_ci_low"] < e["ratio_geomean"] < e["ratio_ci_high"]
-    assert e["sign_test_p"] == pytest.approx(1 / 8)
-    assert e["per_seed_ratio"] == pytest.approx([2.0, 3.0, 4.0])
-    assert summary["0.03"]["test_acc_gap"]["estimate"] == pytest.approx(0.05)
-
-
-@pytest.mark.parametrize("ratios, gaps, dinh, expected", [
-    ([2.0, 3.0, 4.0], [0.05, 0.06, 0.04], DINH_OK, "reproduced"),
-    ([2.0, 3.0, 0.9], [0.05, 0.06, 0.04], DINH_OK, "inconclusive"),          # one seed LB flatter
-    ([2.0, 3.0, 4.0], [0.05, -0.06, 0.04], DINH_OK, "inconclusive"),         # gap interval covers 0
-    ([0.5, 0.4, 0.45], [0.05, 0.06, 0.04], DINH_OK, "not reproduced"),       # LB clearly flatter
-    ([2.0, 3.0, 4.0], [0.05, 0.06, 0.04], {**DINH_OK, "lambda_R_rel_change": 0.1}, "inconclusive"),
+@pytest.mark.parametrize("ratios, gaps, ok, expected", [
+    ([2.0, 3.0, 4.0, 2.5, 1.8, 2.2, 3.1, 2.7], [0.05, 0.06, 0.04, 0.05, 0.03, 0.04, 0.05, 0.06], True, "reproduced"),
+    ([2.0, 3.0, 4.0, 2.5, 1.8, 2.2, 3.1, 2.7], [0.05, 0.06, 0.04, 0.05, 0.03, 0.04, 0.05, 0.06], False, "inconclusive"),
+    ([1.01, 0.99, 1.0, 1.02, 0.98, 1.0, 1.01, 0.99], [0.05, 0.06, 0.04, 0.05, 0.03, 0.04, 0.05, 0.06], True,
+     "not reproduced"),  # equivalence: no effect as large as log 1.25
+    ([2.0, 0.5, 3.0, 0.4, 1.8, 0.6, 3.1, 0.5], [0.05, 0.06, 0.04, 0.05, 0.03, 0.04, 0.05, 0.06], True, "inconclusive"),
 ])
-def test_verdict_follows_the_stated_criterion(ratios, gaps, dinh, expected):
-    params = sm.Params(num_seeds=3)
-    verdict, reasons = sm.verdict(sm.summarize(_table(ratios, gaps), params), dinh, params)
-    assert verdict == expected
-    assert any("Dinh control" in r for r in reasons)
+def test_verdict_combines_the_three_parts_with_the_decision_rule(ratios, gaps, ok, expected):
+    agg = sm.aggregate(P, _records(ratios, gaps, control_ok=ok))
+    assert agg["verdict"] == expected
+    assert [p["name"][0] for p in agg["parts"]] == ["A", "B", "C"]
+    assert all({"value", "ci_low", "ci_high", "se", "n"} <= set(p["statistic"]) for p in agg["parts"])
+    assert agg["headline"]["value"] == pytest.approx(math.exp(np.mean(np.log(ratios))))
+    assert agg["headline"]["scale"] == "log" and "205 vs 1.23" in agg["headline"]["paper"]
 
 
-def test_missing_threshold_makes_the_verdict_inconclusive():
-    params = sm.Params(num_seeds=3)
-    table = _table([2.0, 3.0, 4.0], [0.05, 0.06, 0.04])
-    miss = (table.seed == 2) & (table.regime == "LB") & (table.threshold == 0.03)
-    table.loc[miss, "reached"] = False
-    table.loc[miss, ["lambda_R", "test_acc"]] = np.nan
-    verdict, reasons = sm.verdict(sm.summarize(table, params), DINH_OK, params)
-    assert verdict == "inconclusive" and any("reached the threshold" in r for r in reasons)
+def test_a_seed_missing_the_smallest_threshold_is_dropped_and_said():
+    recs = _records([2.0, 3.0, 4.0, 2.5, 1.8, 2.2, 3.1, 2.7], [0.05] * 8)
+    for row in recs[2]["rows"]:
+        if row["regime"] == "LB" and row["point"] == "0.03":
+            row["reached"] = False
+            row["lambda_N"] = row["test_acc"] = float("nan")
+    agg = sm.aggregate(P, recs)
+    a = agg["parts"][0]
+    assert a["statistic"]["n"] == 7 and "missed loss 0.03" in a["reason"]
 
 
-def test_results_record_carries_criterion_headline_and_is_json_serialisable(tmp_path):
+def test_results_record_carries_preregistration_parts_and_is_json_serialisable(tmp_path):
     from flatminima.results import read_results, write_results
 
-    params = sm.Params(num_seeds=3)
-    summary = sm.summarize(_table([2.0, 3.0, 4.0], [0.05, 0.06, 0.04]), params)
-    verdict, reasons = sm.verdict(summary, DINH_OK, params)
-    record = sm.make_results(params, summary, DINH_OK, verdict, reasons, seeds=[0, 1, 2], runtime_s=1.0,
-                             device=torch.device("cpu"))
+    agg = sm.aggregate(P, _records([2.0, 3.0, 4.0, 2.5, 1.8, 2.2, 3.1, 2.7], [0.05] * 8))
+    record = sm.make_results(P, agg, seeds=list(range(8)), runtime_s=1.0, device="cpu")
     back = read_results(write_results(record, tmp_path))
-    assert back["verdict"] == "reproduced" and back["criterion"] == sm.CRITERION
-    assert back["headline"]["value"] == pytest.approx(24 ** (1 / 3))  # geomean of 2, 3, 4
+    assert back["criterion"] == sm.CRITERION and back["preregistration"]["seeds_needed"] >= 2
+    assert len(back["parts"]) == 3 and back["verdict"] == record["verdict"]
+
+
+def test_cpu_preset_has_the_seeds_its_preregistration_needs():
+    cpu = resolve("sharp-minima", "cpu")
+    assert cpu.num_seeds >= max(8, sm.PREREGISTRATION["seeds_needed"])
+    assert list(cpu.seeds) == list(range(cpu.num_seeds))
+    pilot = sm.PREREGISTRATION["pilot"]
+    assert "500" in pilot["source"] and not set(range(500, 500 + pilot["n"])) & set(cpu.seeds)
 
 
 # ----------------------------------------------------------------------------- notebook contract
@@ -154,9 +180,12 @@ def test_notebook_parameters_cell_declares_every_field_then_validates():
     lines = [ln for ln in "".join(code[i]["source"]).splitlines() if ln.strip()]
     names = [ln.split(":")[0] for ln in lines]
     fields = [f.name for f in dataclasses.fields(sm.Params)]
-    assert names == fields + ["device", "show_progress", "results_dir"]
+    assert names == fields + ["device", "show_progress", "results_dir", "cache_dir", "workers"]
     assert lines[0].startswith('preset: str = "cpu"')
     assert all("= None  #" in ln for ln in lines[1:len(fields)])
     nxt = "".join(code[i + 1]["source"])
     assert "sharp_minima.Params.from_namespace(globals())" in nxt and "setup_device(device)" in nxt
     assert any("write_results(record, results_dir)" in "".join(c["source"]) for c in code)
+    src = "".join("".join(c["source"]) for c in code)
+    assert "replicates.run_seeds(sharp_minima.run_seed" in src and "workers=workers" in src
+    assert "range(params.num_seeds)" not in src

@@ -120,3 +120,54 @@ def test_filter_normalized_direction_matches_each_rows_norm(tiny):
             assert torch.count_nonzero(d[k]) == 0
         else:
             assert torch.allclose(d[k].norm(dim=1), v.norm(dim=1), rtol=1e-10)
+
+
+# ----------------------------------------------------------------------------- per-neuron rescalings
+@pytest.mark.parametrize("seed", range(3))
+def test_per_neuron_rescaling_keeps_function_and_elementwise_measure_but_moves_lambda_max_and_lambda_R(tiny, seed):
+    from flatminima.sharpness import elementwise_sharpness, random_neuron_factors, rescale_neurons
+
+    net, X, y = tiny
+    p = params_of(net)
+    factors = random_neuron_factors(net, spread=5.0, seed=seed)
+    assert [len(c) for c in factors] == [6, 4] and all(bool((c > 0).all()) for c in factors)
+    q = rescale_neurons(net, p, factors)
+    out0, out1 = (torch.func.functional_call(net, r, (X,)) for r in (p, q))
+    assert torch.allclose(out0, out1, rtol=1e-10, atol=1e-12)
+    # the element-wise measure, against a dense eigendecomposition, is unchanged
+    H0, H1 = dense_hessian(net, X, y, p), dense_hessian(net, X, y, q)
+    d0 = torch.cat([v.reshape(-1).abs() for v in p.values()])
+    d1 = torch.cat([v.reshape(-1).abs() for v in q.values()])
+    n0 = torch.linalg.eigvalsh(d0[:, None] * H0 * d0[None, :])[-1].item()
+    n1 = torch.linalg.eigvalsh(d1[:, None] * H1 * d1[None, :])[-1].item()
+    assert n1 == pytest.approx(n0, rel=1e-9)
+    assert elementwise_sharpness(net, X, y, q, tol=1e-10).top == pytest.approx(n0, rel=1e-6)
+    # lambda_max and Rangamani's (layer-wise) lambda_R move
+    lam0, lam1 = (torch.linalg.eigvalsh(H)[-1].item() for H in (H0, H1))
+    assert max(lam1 / lam0, lam0 / lam1) > 1.2
+    r0, r1 = (invariant_sharpness(net, X, y, r, tol=1e-10).top for r in (p, q))
+    assert abs(r1 / r0 - 1) > 1e-2
+
+
+def test_elementwise_measure_is_also_invariant_to_layerwise_rescaling(tiny):
+    from flatminima.sharpness import elementwise_sharpness
+
+    net, X, y = tiny
+    p = params_of(net)
+    q = rescale_layers(p, net, [4.0, 0.5, 0.5])
+    assert elementwise_sharpness(net, X, y, q, tol=1e-10).top == pytest.approx(
+        elementwise_sharpness(net, X, y, p, tol=1e-10).top, rel=1e-6)
+
+
+@pytest.mark.parametrize("activation", ["tanh", "sigmoid", "gelu"])
+def test_rescaling_refuses_networks_that_are_not_positively_homogeneous(activation):
+    from flatminima.sharpness import random_neuron_factors, rescale_neurons
+
+    net = make_model("mlp", (5,), 3, widths=(6, 4), activation=activation, seed=0)
+    p = params_of(net)
+    with pytest.raises(ValueError, match="positively homogeneous"):
+        rescale_layers(p, net, [2.0, 0.5])
+    with pytest.raises(ValueError, match="positively homogeneous"):
+        homogeneous_layers(net)
+    with pytest.raises(ValueError, match="positively homogeneous"):
+        rescale_neurons(net, p, random_neuron_factors(make_model("mlp", (5,), 3, widths=(6, 4)), spread=2.0, seed=0))

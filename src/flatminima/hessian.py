@@ -30,6 +30,10 @@ from torch.nn import functional as F
 Params = dict[str, torch.Tensor]
 MatVec = Callable[[torch.Tensor], torch.Tensor]
 
+LANCZOS_WINDOW = 5
+"""Iterations over which the top Ritz values must be stable before :func:`lanczos` stops."""
+LANCZOS_STABLE = 0.1
+"""Largest change over the window, in units of ``tol``, of each top Ritz value (relative)."""
 HVP_METHODS = ("jvp", "double_backward")
 
 
@@ -186,20 +190,57 @@ def _start_vector(dim: int, seed: int, device, dtype) -> torch.Tensor:
     return v / v.norm()
 
 
-def lanczos(matvec: MatVec, dim: int, *, k: int = 1, max_iter: int = 100, tol: float = 1e-3,
+def _ritz_error_bounds(theta: list[float], resid: list[float], k: int, tol: float) -> list[float]:
+    r"""Error bounds of the top ``k`` Ritz values that are honest on clustered spectra.
+
+    ``theta`` are all Ritz values (descending) and ``resid`` their residual norms
+    :math:`r_i = |\beta_m s_{i,m}|`. Every Ritz value has an eigenvalue within :math:`r_i`
+    (Parlett 1998, Thm 4.5.1). The quadratic (Kato-Temple) bound :math:`r_i^2/\delta_i` needs the
+    gap :math:`\delta_i` from :math:`\theta_i` to the *rest of the spectrum*; a neighbouring Ritz value
+    stands for the neighbouring eigenvalue only once it has itself converged
+    (:math:`r_j \le` ``tol`` :math:`|\theta_j|`), so only then is
+    :math:`\delta_i = |\theta_i - \theta_j| - r_j` used; otherwise the bound is :math:`r_i`.
+    """
+    m = len(theta)
+    out = []
+    for i in range(min(k, m)):
+        r = resid[i]
+        gaps = []
+        for j in (i - 1, i + 1):
+            if 0 <= j < m:
+                if resid[j] > tol * abs(theta[j]):
+                    gaps = None  # an unconverged neighbour: its Ritz value says nothing about the true gap
+                    break
+                gaps.append(abs(theta[i] - theta[j]) - resid[j])
+        gap = min(gaps) if gaps else 0.0
+        out.append(min(r, r * r / gap) if gap > 0 else r)
+    return out
+
+
+def lanczos(matvec: MatVec, dim: int, *, k: int = 1, max_iter: int = 100, tol: float = 1e-3, min_iter: int = 20,
             seed: int = 0, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> EigResult:
     r"""The ``k`` largest (algebraic) eigenvalues of a symmetric operator by Lanczos.
 
     Builds the Krylov basis :math:`Q_m` with full re-orthogonalisation (two Gram-Schmidt passes)
-    and the tridiagonal :math:`T_m = Q_m^\top H Q_m` (Golub & Van Loan, Alg. 10.1.1). Stops when, for
-    each of the top ``k`` Ritz pairs :math:`(\theta_i, s_i)`, the a-posteriori bound
+    and the tridiagonal :math:`T_m = Q_m^\top H Q_m` (Golub & Van Loan, Alg. 10.1.1). It stops at the
+    first :math:`m \ge` ``min_iter`` where, for each of the top ``k`` Ritz values :math:`\theta_i`,
 
-    .. math:: |\lambda_i - \theta_i| \le \min\Big(r_i, \frac{r_i^2}{\delta_i}\Big),\quad
-              r_i = |\beta_{m}\, s_{i,m}|,\ \delta_i = \theta_i - \theta_{i+1} - r_{i+1},
+    1. the error bound of :func:`_ritz_error_bounds` is at most ``tol`` :math:`\cdot|\theta_i|`: the
+       residual :math:`r_i = |\beta_m s_{i,m}|` (Parlett 1998, Thm 4.5.1), refined to the Kato-Temple
+       :math:`r_i^2/\delta_i` only when the neighbouring Ritz value has converged itself, and
+    2. :math:`\theta_i` moved by at most ``LANCZOS_STABLE * tol`` :math:`\cdot|\theta_i|` over the last
+       ``LANCZOS_WINDOW`` iterations.
 
-    is at most ``tol`` :math:`\cdot|\theta_i|` (the quadratic bound is Kato-Temple's, with the Ritz
-    gap, shrunk by the neighbour's residual, standing in for the true gap). The Ritz values are
-    lower bounds of the true top eigenvalues.
+    Why both: a residual bound says *some* eigenvalue lies within :math:`r_i`, not that it is
+    :math:`\lambda_1`. On a cluster :math:`\lambda_1 \approx \lambda_2` the Ritz vector mixes the two and its
+    residual can be many times smaller than its error while the Ritz value still creeps up (2);
+    and when the start vector barely overlaps the top eigenvectors no rule can see them for the
+    first few iterations (``min_iter``). Checked against dense float64 eigendecompositions on
+    clustered, near-degenerate and exactly degenerate spectra of dimension 400 and on 10-class ReLU
+    MLP Hessians (``tests/test_hessian.py``): with ``k = 1`` no run reports ``converged`` with a true
+    relative error above ``tol``. For ``k > 1`` a single-vector Krylov method cannot resolve the
+    multiplicity of a degenerate eigenvalue; ``converged`` is then no guarantee. The Ritz values
+    are lower bounds of the true top eigenvalues (Cauchy interlacing).
     """
     if k < 1 or max_iter < k:
         raise ValueError(f"need 1 <= k <= max_iter, got k={k}, max_iter={max_iter}")
@@ -212,6 +253,7 @@ def lanczos(matvec: MatVec, dim: int, *, k: int = 1, max_iter: int = 100, tol: f
     bounds: list[float] = [math.inf] * k
     converged = False
     m = 0
+    history: list[list[float]] = []
     for j in range(max_iter):
         w = matvec(Q[j])
         a = float(w @ Q[j])
@@ -228,18 +270,14 @@ def lanczos(matvec: MatVec, dim: int, *, k: int = 1, max_iter: int = 100, tol: f
         evals, evecs = torch.linalg.eigh(T)
         theta, S = evals.flip(0), evecs.flip(1)
         if m >= k:
-            r = (b * S[-1, :k].abs()).tolist()
-            th = theta.tolist()
-            bounds = []
-            rr = (b * S[-1, :].abs()).tolist()
-            for i in range(k):
-                # gap to the rest of the spectrum, shrunk by the neighbours' own residuals;
-                # without a neighbour (m = 1) only the plain residual bound applies
-                gap = th[i] - th[i + 1] - rr[i + 1] if i + 1 < m else 0.0
-                if i > 0:
-                    gap = min(gap, th[i - 1] - th[i] - rr[i - 1])
-                bounds.append(min(r[i], r[i] ** 2 / gap) if gap > 0 else r[i])
-            if all(bd <= tol * abs(t) for bd, t in zip(bounds, th[:k])):
+            bounds = _ritz_error_bounds(theta.tolist(), (b * S[-1, :].abs()).tolist(), k, tol)
+            top = theta.tolist()[:k]
+            history.append(top)
+            ok = m >= min_iter and all(bd <= tol * abs(t) for bd, t in zip(bounds, top))
+            if ok:  # an unresolved cluster shows as a top Ritz value that still creeps up
+                ok = len(history) > LANCZOS_WINDOW and all(
+                    abs(new - old) <= LANCZOS_STABLE * tol * abs(new) for new, old in zip(top, history[-1 - LANCZOS_WINDOW]))
+            if ok:
                 converged = True
                 break
         if b < 1e-10 * max(1.0, abs(a)):  # invariant subspace found: Ritz values are exact
@@ -316,3 +354,68 @@ def hessian_trace(net: nn.Module, X: torch.Tensor, y: torch.Tensor, params: Mapp
     hvp, theta, spec = make_hvp(net, X, y, params, chunk_size=chunk_size, method=method)
     return hutchinson_trace(hvp, spec.dim, num_probes=num_probes, seed=seed, device=theta.device,
                             dtype=theta.dtype, batched_matvec=batched(hvp) if method == "jvp" else None)
+
+
+# ----------------------------------------------------------------------------- spectral density
+@dataclass(frozen=True)
+class SpectralDensity:
+    """Stochastic Lanczos quadrature: per probe, Gauss nodes ``(probes, m)`` and weights summing to 1."""
+
+    nodes: torch.Tensor
+    weights: torch.Tensor
+
+    def moment(self, k: int) -> float:
+        r""":math:`\frac1{n_v}\sum_v \sum_j \tau_{vj}^2 \theta_{vj}^k`, an estimate of :math:`\operatorname{tr}(H^k)/P`."""
+        return float((self.weights * self.nodes ** k).sum(1).mean())
+
+    def on_grid(self, grid: torch.Tensor, sigma: float) -> torch.Tensor:
+        r"""The density smoothed by a Gaussian of width ``sigma``: :math:`\frac1{n_v}\sum_{v,j}\tau_{vj}^2\,
+        \mathcal N(t;\theta_{vj},\sigma^2)` on ``grid`` (it integrates to 1)."""
+        g = grid.double()[:, None, None]
+        k = torch.exp(-0.5 * ((g - self.nodes[None]) / sigma) ** 2) / (sigma * math.sqrt(2 * math.pi))
+        return (k * self.weights[None]).sum(-1).mean(-1)
+
+
+def spectral_density(matvec: MatVec, dim: int, *, num_probes: int = 4, num_iter: int = 40, seed: int = 0,
+                     device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> SpectralDensity:
+    r"""Hessian eigenvalue density by stochastic Lanczos quadrature (Lin, Saad & Yang 2016; Ghorbani,
+    Krishnan & Xiao 2019, Sec. 2; PyHessian's ``density``).
+
+    For each Rademacher probe :math:`v` (normalised), ``num_iter`` Lanczos steps with full
+    re-orthogonalisation give :math:`T_m = S\Theta S^\top`; the Gauss quadrature nodes are
+    :math:`\theta_j` and the weights :math:`\tau_j^2 = S_{1j}^2`, so that
+    :math:`\sum_j \tau_j^2 \theta_j^k = v^\top H^k v` exactly for :math:`k < 2m` and, averaged over
+    probes, estimates :math:`\operatorname{tr}(H^k)/P` without bias.
+    """
+    if num_probes < 1 or num_iter < 1:
+        raise ValueError(f"num_probes and num_iter must be >= 1, got {num_probes}, {num_iter}")
+    m = min(num_iter, dim)
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    nodes, weights = [], []
+    for _ in range(num_probes):
+        v = (torch.randint(0, 2, (dim,), generator=gen) * 2 - 1).to(device=device, dtype=dtype)
+        Q = torch.zeros(m, dim, device=device, dtype=dtype)
+        Q[0] = v / v.norm()
+        alphas, betas = [], []
+        for j in range(m):
+            w = matvec(Q[j])
+            a = float(w @ Q[j])
+            alphas.append(a)
+            if j == m - 1:
+                break
+            for _ in range(2):
+                w = w - Q[:j + 1].T @ (Q[:j + 1] @ w)
+            b = float(w.norm())
+            if b < 1e-10 * max(1.0, abs(a)):  # an invariant subspace: the quadrature is exact already
+                break
+            betas.append(b)
+            Q[j + 1] = w / b
+        T = torch.diag(torch.tensor(alphas, dtype=torch.float64))
+        if betas:
+            off = torch.tensor(betas, dtype=torch.float64)
+            T += torch.diag(off, 1) + torch.diag(off, -1)
+        ev, S = torch.linalg.eigh(T)
+        pad = m - len(ev)  # pad with zero-weight nodes so every probe has m nodes
+        nodes.append(torch.cat([ev, ev.new_full((pad,), float(ev[-1]))]))
+        weights.append(torch.cat([S[0] ** 2, S.new_zeros(pad)]))
+    return SpectralDensity(torch.stack(nodes), torch.stack(weights))

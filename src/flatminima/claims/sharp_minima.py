@@ -6,19 +6,28 @@ and the rescaling argument of Dinh et al., 2017):
 1. For each seed, one initial point :math:`x_0`; a small-batch (SB) and a large-batch (LB) copy
    are trained from it with the same optimizer and data-order seed.
 2. Each run is snapshotted the first epoch its full-batch training loss falls below each
-   threshold in ``loss_thresholds`` (matched training loss: with cross-entropy every curvature
-   measure goes to 0 as the loss does, so comparing at "convergence" compares different losses).
+   threshold in ``loss_thresholds`` (matched training loss), and once more at the end of training
+   (when the loss has stopped improving: no improvement by 1e-4 for ``end_patience`` epochs, or at
+   ``max_epochs``), as Keskar et al. did.
 3. At every snapshot: train/test loss and accuracy, :math:`\lambda_{\max}(\nabla^2L)`, the trace,
-   Keskar's :math:`\phi_\epsilon` (full space and a random subspace) and Rangamani's
-   :math:`\lambda_R = \lambda_{\max}(D^{1/2}\nabla^2 L D^{1/2})`.
-4. The verdict (:func:`verdict`) uses :math:`\log(\lambda_R^{LB}/\lambda_R^{SB})` per seed at every
-   threshold, the SB-LB test-accuracy gap, and the Dinh control (:func:`dinh_check`).
+   Keskar's :math:`\phi_\epsilon` (full space and a random subspace), Rangamani's
+   :math:`\lambda_R = \lambda_{\max}(D^{1/2}\nabla^2 L D^{1/2})` (one block of :math:`D` per tensor:
+   invariant to layer-wise rescalings) and the element-wise :math:`\lambda_N =
+   \lambda_{\max}(|\theta|\nabla^2 L|\theta|)` (invariant to per-neuron rescalings as well).
+4. The verdict (:func:`aggregate`) combines three pre-registered parts (:data:`PREREGISTRATION`):
+   A, LB sharper under :math:`\lambda_N` at the smallest threshold; B, SB generalizes better there;
+   C, the rescaling control (layer-wise and random per-neuron rescalings keep the function and
+   :math:`\lambda_N` while moving :math:`\lambda_{\max}`).
+
+:func:`run_seed` is one replication (JSON record); :func:`aggregate` turns the records into the
+statistics, the parts and the verdict; :func:`make_results` into the results record.
 """
 from __future__ import annotations
 
+import copy
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -28,19 +37,27 @@ from torch import nn
 from torch.func import functional_call
 
 from ..data import DATASETS, Dataset, load_dataset
-from ..hessian import flatten, hutchinson_trace, lanczos, loss_and_grad, make_hvp, params_of
+from ..hessian import (flatten, hutchinson_trace, lanczos, loss_and_grad, make_hvp, params_of,
+                       spectral_density)
 from ..models import make_model
 from ..params import ClaimParams, ParameterError, param
 from ..progress import progress
 from ..results import make_record
-from ..sharpness import epsilon_sharpness, homogeneous_layers, interpolate_1d, invariant_operator, rescale_layers
-from ..stats import mean_ci, sign_test_greater
+from ..sharpness import (elementwise_operator, epsilon_sharpness, homogeneous_layers, interpolate_1d,
+                         invariant_operator, random_neuron_factors, rescale_layers, rescale_neurons)
+from ..stats import combine, decide, mean_ci, preregister, statistic
 from ..train import train
 
 DINH_TOLERANCE = 1e-3
-"""Largest relative change of :math:`\\lambda_R` under rescaling accepted as 'unchanged' (float32 Lanczos)."""
+"""Largest relative change of an invariant measure under rescaling accepted as 'unchanged' (float32 Lanczos)."""
 DINH_MIN_FACTOR = 5.0
 """Smallest factor by which rescaling must move :math:`\\lambda_{\\max}` for the control to count."""
+FUNCTION_TOLERANCE = 1e-4
+"""Largest change of the logits (relative to their largest magnitude) accepted as 'the same function'."""
+END_MIN_DELTA = 1e-4
+"""The end of training: the full-batch loss 'ceased to improve' (Keskar et al.) at this resolution."""
+END = "end"
+"""Key of the end-of-training point, beside the loss thresholds."""
 
 
 @dataclass(frozen=True)
@@ -50,44 +67,48 @@ class Params(ClaimParams):
     CLAIM: ClassVar[str] = "sharp-minima"
     PRESETS: ClassVar[dict] = {
         "smoke": {"dataset": "digits", "widths": (32, 32), "sb_batch_size": 32, "lb_batch_size": 256,
-                  "loss_thresholds": (0.6, 0.3), "max_epochs": 200, "num_seeds": 2, "num_probes": 8,
-                  "keskar_eps": (1e-3,), "subspace_dim": 10, "interp_points": 9, "sweep_batch_sizes": (128,),
-                  "num_workers": 1},
+                  "loss_thresholds": (0.6, 0.3), "max_epochs": 60, "num_seeds": 2, "num_probes": 4,
+                  "keskar_eps": (1e-3,), "subspace_dim": 10, "interp_points": 9, "sweep_batch_sizes": (),
+                  "end_patience": 5, "slq_probes": 2, "slq_iter": 15, "hessian_samples": 500},
         "cpu": {},
-        "paper": {"dataset": "mnist", "widths": (512, 512, 512, 512, 512), "sb_batch_size": 256,
-                  "lb_batch_size": 6000, "loss_thresholds": (0.1, 0.03, 0.01), "max_epochs": 500,
-                  "num_seeds": 5, "num_probes": 64, "hessian_samples": 10000,
+        "paper": {"dataset": "mnist", "lr": 1e-3, "widths": (512, 512, 512, 512, 512), "sb_batch_size": 256,
+                  "lb_batch_size": 6000, "loss_thresholds": (0.1, 0.03, 0.01, 0.003), "max_epochs": 500,
+                  "num_seeds": 10, "num_probes": 64, "hessian_samples": 10000, "keskar_eps": (1e-3, 5e-4),
+                  "subspace_dim": 100, "keskar_max_iter": 10, "slq_probes": 8, "slq_iter": 80,
                   "sweep_batch_sizes": (64, 512, 1024, 2048, 12000)},
     }
 
-    dataset: str = param("mnist1d", "dataset to train on", choices=DATASETS)
+    dataset: str = param("digits", "dataset to train on", choices=DATASETS)
     arch: str = param("mlp", "network: mlp (widths are hidden sizes) or cnn (widths are conv channels)",
                       choices=("mlp", "cnn"))
-    widths: tuple[int, ...] = param((128, 128, 128), "hidden layer widths (mlp) or conv channels (cnn)", low=1)
+    widths: tuple[int, ...] = param((64, 64), "hidden layer widths (mlp) or conv channels (cnn)", low=1)
     optimizer: str = param("adam", "optimizer for both regimes (Keskar et al. used Adam)", choices=("adam", "sgd"))
-    lr: float = param(1e-3, "learning rate (same for SB and LB)", low=0.0, low_inclusive=False, high=10.0)
+    lr: float = param(3e-3, "learning rate (same for SB and LB)", low=0.0, low_inclusive=False, high=10.0)
     sb_batch_size: int = param(32, "small-batch (SB) minibatch size", low=1)
-    lb_batch_size: int = param(400, "large-batch (LB) minibatch size (Keskar: 10% of the training set)", low=2)
+    lb_batch_size: int = param(160, "large-batch (LB) minibatch size (Keskar: 10% of the training set)", low=2)
     loss_thresholds: tuple[float, ...] = param(
-        (0.1, 0.03), "full-batch training losses at which SB and LB are compared (matched loss)",
+        (0.1, 0.03, 0.01, 0.003), "full-batch training losses at which SB and LB are compared (matched loss)",
         low=0.0, low_inclusive=False, high=5.0)
-    max_epochs: int = param(1000, "epoch budget for reaching the smallest threshold", low=1, high=100000)
-    num_seeds: int = param(3, "number of seeds (initial points and data orders)", low=1, high=100)
+    max_epochs: int = param(300, "epoch budget for reaching the smallest threshold and the end of training",
+                            low=1, high=100000)
+    end_patience: int = param(10, "end of training: epochs without the training loss falling by 1e-4 (0: no end point)",
+                              low=0, high=10000)
+    num_seeds: int = param(10, "number of seeds (initial points and data orders)", low=1, high=100)
     hessian_samples: int = param(0, "training samples used for curvature measures, 0 for all", low=0)
     lanczos_tol: float = param(1e-3, "relative error bound at which Lanczos stops", low=0.0,
                                low_inclusive=False, high=0.5)
-    num_probes: int = param(32, "Rademacher probes for the Hutchinson trace", low=1, high=10000)
-    keskar_eps: tuple[float, ...] = param((1e-3, 5e-4), "box sizes epsilon of Keskar's sharpness",
+    num_probes: int = param(8, "Rademacher probes for the Hutchinson trace", low=1, high=10000)
+    keskar_eps: tuple[float, ...] = param((1e-3,), "box sizes epsilon of Keskar's sharpness",
                                           low=0.0, low_inclusive=False, high=1.0)
-    keskar_max_iter: int = param(10, "L-BFGS-B iterations for Keskar's inner maximisation", low=1, high=1000)
-    subspace_dim: int = param(100, "dimension p of Keskar's random subspace A, 0 for the full space only", low=0)
-    interp_points: int = param(25, "points of the 1-D interpolation on alpha in [-1, 2]", low=3, high=1001)
-    dinh_alpha: float = param(5.0, "Dinh rescaling factor: layer 1 times alpha, layer 2 times 1/alpha",
-                              low=1.0, low_inclusive=False, high=1e4)
-    num_workers: int = param(2, "processes that train seeds in parallel on CPU (1: all in this process); "
-                             "changes the wall time, not the numbers", low=1, high=64)
+    keskar_max_iter: int = param(5, "L-BFGS-B iterations for Keskar's inner maximisation", low=1, high=1000)
+    subspace_dim: int = param(50, "dimension p of Keskar's random subspace A, 0 for the full space only", low=0)
+    interp_points: int = param(13, "points of the 1-D interpolation on alpha in [-1, 2]", low=3, high=1001)
+    dinh_alpha: float = param(10.0, "rescaling factor: layer-wise alpha and 1/alpha; per-neuron factors "
+                              "log-uniform in [1/alpha, alpha]", low=1.0, low_inclusive=False, high=1e4)
+    slq_probes: int = param(3, "probes of the stochastic Lanczos quadrature (spectral density)", low=1, high=1000)
+    slq_iter: int = param(30, "Lanczos steps per probe of the spectral density", low=2, high=1000)
     sweep_batch_sizes: tuple[int, ...] = param(
-        (100, 1000), "extra batch sizes for the sweep on seed 0, besides SB and LB (empty: no sweep)", low=1)
+        (), "extra batch sizes for the sweep on the first seed, besides SB and LB (empty: no sweep)", low=1)
 
     def validate(self) -> None:
         if self.sb_batch_size >= self.lb_batch_size:
@@ -106,9 +127,47 @@ class Params(ClaimParams):
         """The loss thresholds, largest first (the order training reaches them)."""
         return tuple(sorted(self.loss_thresholds, reverse=True))
 
+    @property
+    def points(self) -> tuple[str, ...]:
+        """Keys of the comparison points: each threshold (``f"{t:g}"``) and, if enabled, ``"end"``."""
+        return tuple(f"{t:g}" for t in self.thresholds) + ((END,) if self.end_patience else ())
+
+
+# ----------------------------------------------------------------------------- pre-registration
+PRIMARY_POINT = "the smallest loss threshold"
+SMALLEST_EFFECT = math.log(1.25)
+"""Smallest effect of interest for part A: LB 25% sharper (log 1.25). Keskar et al. report 1-2 orders
+of magnitude in eps-sharpness; Rangamani et al. a clear gap under lambda_R. A ratio below 1.25 would be
+within the seed-to-seed spread of a single measure and would not support "sharp vs flat" minima."""
+GAP_SMALLEST_EFFECT = 0.01
+"""Smallest effect of interest for part B: one point of test accuracy (Keskar et al. Table 2: gaps of
+about 1-5 points on their networks)."""
+
+PREREGISTRATION = preregister(
+    primary="mean over seeds of log(lambda_N LB / lambda_N SB) at the smallest loss threshold "
+            "(lambda_N = lambda_max(|theta| H |theta|), invariant to layer-wise and per-neuron rescalings)",
+    smallest_effect=SMALLEST_EFFECT,
+    test="one-sided paired t-test (reproduced) and TOST against +-log 1.25 (not reproduced), stats.decide",
+    pilot={"sd": 0.150, "n": 8,
+           "source": "pilot at the cpu preset on seeds 500-507, disjoint from the verdict seeds 0-9: sample sd "
+                     "of the per-seed log(lambda_N LB/SB) at loss 0.003 (run_seeds + aggregate, 2026-12-01; the "
+                     "pilot also raised dinh_alpha from 5 to 10, since alpha = 5 moved lambda_max by only 4.2x "
+                     "in 4 of 8 pilot seeds)"},
+)
+
+CRITERION = (
+    "Three pre-registered parts, combined with stats.combine (all reproduced: reproduced; any not reproduced: "
+    "not reproduced; else inconclusive). A: per seed x = log(lambda_N LB/SB) at the smallest loss threshold, "
+    f"decided by stats.decide with smallest effect log 1.25; B: per seed x = SB - LB test accuracy at the same "
+    f"threshold, smallest effect {GAP_SMALLEST_EFFECT:g}; C: the rescaling control: in every seed a layer-wise "
+    f"and a random per-neuron rescaling of the SB network change the logits by < {FUNCTION_TOLERANCE:g} "
+    f"(relative) and lambda_N by < {DINH_TOLERANCE:g} relative, while lambda_max moves by > "
+    f"{DINH_MIN_FACTOR:g}x (reproduced if so, inconclusive otherwise: a failed control voids the measure). "
+    "A seed that misses the smallest threshold in either regime counts as missing.")
+
 
 # ----------------------------------------------------------------------------- data, nets
-def load_data(params: Params, device: torch.device) -> Dataset:
+def load_data(params: Params, device: torch.device | str = "cpu") -> Dataset:
     """The dataset (generated with seed 0: seeds vary the initial point and data order, not the data)."""
     data = load_dataset(params.dataset, seed=0)
     if params.arch == "mlp":
@@ -119,7 +178,7 @@ def load_data(params: Params, device: torch.device) -> Dataset:
     return data.to(device)
 
 
-def make_net(params: Params, data: Dataset, seed: int, device: torch.device) -> nn.Module:
+def make_net(params: Params, data: Dataset, seed: int, device: torch.device | str = "cpu") -> nn.Module:
     """The network at the seed's initial point :math:`x_0` (PyTorch default init under ``seed``)."""
     return make_model(params.arch, data.input_shape, data.num_classes, widths=params.widths, seed=seed).to(device)
 
@@ -132,47 +191,52 @@ def curvature_subset(params: Params, data: Dataset) -> tuple[torch.Tensor, torch
 
 # ----------------------------------------------------------------------------- training
 @dataclass
-class Snapshot:
-    """A network's parameters the first epoch its training loss fell below ``threshold``."""
-
-    threshold: float
-    epoch: int
-    steps: int
-    params: dict[str, torch.Tensor]
-
-
-@dataclass
 class RegimeRun:
-    """One training run (one batch size from one initial point): snapshots and the loss curve."""
+    """One training run: snapshots by point key (threshold ``f"{t:g}"`` or ``"end"``) and the loss curve."""
 
     batch_size: int
-    snapshots: dict[float, Snapshot] = field(default_factory=dict)
-    epochs: list[int] = field(default_factory=list)
-    train_loss: list[float] = field(default_factory=list)
+    snapshots: dict[str, dict[str, Any]]
+    epochs: list[int]
+    train_loss: list[float]
     seconds: float = 0.0
 
 
 def train_to_thresholds(net0: nn.Module, data: Dataset, batch_size: int, params: Params, seed: int,
                         *, show_progress: bool = False) -> RegimeRun:
-    """Train a copy of ``net0`` and snapshot it at each loss threshold; stop at the last one or ``max_epochs``."""
-    import copy
-
+    """Train a copy of ``net0``; snapshot it the first epoch the full-batch loss is below each threshold,
+    and at the end of training: once every threshold is reached, when the loss has not fallen by more
+    than :data:`END_MIN_DELTA` below its best for ``end_patience`` epochs (or at ``max_epochs``). Each snapshot holds
+    ``{"epoch", "steps", "params"}``."""
     net = copy.deepcopy(net0)
-    run = RegimeRun(batch_size)
+    run = RegimeRun(batch_size, {}, [], [])
     pending = list(params.thresholds)
     steps_per_epoch = max(1, len(data.X_train) // min(batch_size, len(data.X_train)))
+    best = [math.inf, 0]  # best loss, epoch of its last improvement by more than END_MIN_DELTA
 
-    def hook(epoch: int, net: nn.Module, train_loss: float, train_acc: float) -> bool:
+    def snap(epoch: int) -> dict[str, Any]:
+        return {"epoch": epoch, "steps": epoch * steps_per_epoch, "params": params_of(net)}
+
+    def hook(epoch: int, net_: nn.Module, train_loss: float, train_acc: float) -> bool:
         run.epochs.append(epoch)
         run.train_loss.append(train_loss)
         while pending and train_loss <= pending[0]:
-            t = pending.pop(0)
-            run.snapshots[t] = Snapshot(t, epoch, epoch * steps_per_epoch, params_of(net))
-        return not pending
+            run.snapshots[f"{pending.pop(0):g}"] = snap(epoch)
+        if train_loss < best[0] - END_MIN_DELTA:
+            best[0], best[1] = train_loss, epoch
+        if pending:
+            return False
+        if not params.end_patience:
+            return True
+        if epoch - best[1] >= params.end_patience or epoch >= params.max_epochs:
+            run.snapshots[END] = snap(epoch)
+            return True
+        return False
 
     t0 = time.perf_counter()
     train(net, data.X_train, data.y_train, optimizer=params.optimizer, lr=params.lr, batch_size=batch_size,
           num_epochs=params.max_epochs, seed=seed, on_epoch=[hook], show_progress=show_progress)
+    if params.end_patience and not pending and END not in run.snapshots:
+        run.snapshots[END] = snap(run.epochs[-1])
     run.seconds = time.perf_counter() - t0
     return run
 
@@ -185,42 +249,46 @@ def _eval(net: nn.Module, p: dict[str, torch.Tensor], X: torch.Tensor, y: torch.
 
 
 def measure(net: nn.Module, p: dict[str, torch.Tensor], data: Dataset, params: Params, *, seed: int = 0,
-            naive_only: bool = False) -> dict[str, float]:
+            curvature_only: bool = False) -> dict[str, float]:
     """Every measure of the chapter at parameters ``p`` (``net`` supplies only the architecture).
 
-    ``naive_only`` skips the test-set evaluation and the subspace sharpness (for the Dinh cell).
+    ``curvature_only`` keeps the three top eigenvalues (for the rescaling control).
     """
     X, y = curvature_subset(params, data)
     tol = params.lanczos_tol
     out: dict[str, float] = {}
-    if not naive_only:
+    if not curvature_only:
         out["train_loss"], out["train_acc"] = _eval(net, p, data.X_train, data.y_train)
         out["test_loss"], out["test_acc"] = _eval(net, p, data.X_test, data.y_test)
-    theta, spec = flatten(p)
-    out["grad_norm"] = float(loss_and_grad(net, theta, spec, X, y)[1].norm())
-    hvp, theta, spec = make_hvp(net, X, y, p)  # one retained gradient graph serves all three
+        theta, spec = flatten(p)
+        out["grad_norm"] = float(loss_and_grad(net, theta, spec, X, y)[1].norm())
+    hvp, theta, spec = make_hvp(net, X, y, p)  # one retained gradient graph serves every measure
     kw = {"seed": seed, "device": theta.device, "dtype": theta.dtype}
     out["lambda_max"] = lanczos(hvp, spec.dim, tol=tol, **kw).top
-    out["trace"], out["trace_se"] = hutchinson_trace(hvp, spec.dim, num_probes=params.num_probes, **kw)
     out["lambda_R"] = lanczos(invariant_operator(hvp, p, spec), spec.dim, tol=tol, **kw).top
+    out["lambda_N"] = lanczos(elementwise_operator(hvp, p, spec), spec.dim, tol=tol, **kw).top
+    if curvature_only:
+        return out
+    out["trace"], out["trace_se"] = hutchinson_trace(hvp, spec.dim, num_probes=params.num_probes, **kw)
     del hvp
     for eps in params.keskar_eps:
-        out[f"keskar_{eps:g}"] = epsilon_sharpness(net, X, y, p, eps=eps, max_iter=params.keskar_max_iter,
-                                                   seed=seed)
-        if params.subspace_dim and not naive_only:
+        out[f"keskar_{eps:g}"] = epsilon_sharpness(net, X, y, p, eps=eps, max_iter=params.keskar_max_iter, seed=seed)
+        if params.subspace_dim:
             out[f"keskar_{eps:g}_sub"] = epsilon_sharpness(
-                net, X, y, p, eps=eps, subspace_dim=min(params.subspace_dim, sum(v.numel() for v in p.values())),
+                net, X, y, p, eps=eps, subspace_dim=min(params.subspace_dim, spec.dim),
                 max_iter=params.keskar_max_iter, seed=seed)
     return out
 
 
-MEASURES = ("lambda_max", "trace", "lambda_R", "grad_norm")
-"""Columns of :func:`run_seed`'s table besides accuracies: curvature and the full-batch gradient norm
-(first-order term of Keskar's measure); Keskar columns are named ``keskar_<eps>[_sub]``."""
+MEASURES = ("lambda_N", "lambda_R", "lambda_max", "trace", "grad_norm")
+"""Measure columns besides accuracies and Keskar's ``keskar_<eps>[_sub]``: which rescalings leave them
+unchanged: lambda_N both layer-wise and per-neuron; lambda_R layer-wise only; the rest neither."""
+INVARIANCE = {"lambda_N": "layer-wise and per-neuron", "lambda_R": "layer-wise only", "lambda_max": "none",
+              "trace": "none", "grad_norm": "none", "keskar": "none"}
 
 
 def measure_columns(params: Params) -> list[str]:
-    """All measure columns under ``params``, primary (``lambda_R``) and the gradient norm included."""
+    """All measure columns under ``params``."""
     cols = list(MEASURES)
     for eps in params.keskar_eps:
         cols.append(f"keskar_{eps:g}")
@@ -229,235 +297,231 @@ def measure_columns(params: Params) -> list[str]:
     return cols
 
 
-def run_seed(params: Params, data: Dataset, seed: int, device: torch.device, *,
-             show_progress: bool = False) -> tuple[pd.DataFrame, dict[str, RegimeRun], nn.Module]:
-    """Train SB and LB from one initial point and measure both at every threshold.
-
-    Returns the table (one row per regime and threshold; thresholds a run did not reach within
-    ``max_epochs`` have ``reached = False`` and no measures), the two runs and the net (architecture).
-    """
-    net0 = make_net(params, data, seed, device)
-    runs = {"SB": train_to_thresholds(net0, data, params.sb_batch_size, params, seed, show_progress=show_progress),
-            "LB": train_to_thresholds(net0, data, params.lb_batch_size, params, seed, show_progress=show_progress)}
-    rows = []
-    for regime, run in runs.items():
-        for t in params.thresholds:
-            row: dict[str, Any] = {"seed": seed, "regime": regime, "batch_size": run.batch_size, "threshold": t,
-                                   "reached": t in run.snapshots}
-            if t in run.snapshots:
-                snap = run.snapshots[t]
-                row.update(epoch=snap.epoch, steps=snap.steps, **measure(net0, snap.params, data, params, seed=seed))
-            rows.append(row)
-    return pd.DataFrame(rows), runs, net0
-
-
-def _worker_init() -> None:
-    import warnings
-
-    from ..device import configure_threads
-
-    warnings.simplefilter("ignore")
-    configure_threads(1)
-
-
-def _run_seed_job(params: Params, data: Dataset, seed: int) -> tuple[pd.DataFrame, dict[str, RegimeRun], nn.Module]:
-    return run_seed(params, data, seed, torch.device("cpu"))
-
-
-def run_seeds(params: Params, data: Dataset, device: torch.device, *, show_progress: bool = False
-              ) -> tuple[pd.DataFrame, dict[int, dict[str, RegimeRun]], nn.Module]:
-    """:func:`run_seed` for seeds ``0 .. num_seeds-1``; on CPU, ``num_workers`` processes run seeds at once.
-
-    Each seed's result depends on the seed alone, so the number of workers changes the wall time,
-    not the numbers. Returns the concatenated table, the runs by seed and the net (architecture).
-    """
-    seeds = list(range(params.num_seeds))
-    workers = min(params.num_workers, len(seeds)) if torch.device(device).type == "cpu" else 1
-    if workers <= 1:
-        results = [run_seed(params, data, s, device, show_progress=show_progress)
-                   for s in progress(seeds, enabled=show_progress, desc="seeds")]
-    else:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
-
-        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_worker_init) as pool:
-            futures = [pool.submit(_run_seed_job, params, data.to("cpu"), s) for s in seeds]
-            results = [f.result() for f in progress(futures, enabled=show_progress, desc="seeds")]
-    table = pd.concat([r[0] for r in results], ignore_index=True)
-    return table, {s: r[1] for s, r in zip(seeds, results)}, results[0][2]
-
-
-def batch_size_sweep(params: Params, data: Dataset, device: torch.device, *, seed: int = 0,
-                     show_progress: bool = False) -> pd.DataFrame:
-    """Keskar's Fig. 4 analogue: test accuracy and sharpness at the smallest threshold vs batch size.
-
-    Trains the batch sizes of ``sweep_batch_sizes`` (SB and LB are added from :func:`run_seed`
-    by the caller) from the seed's initial point.
-    """
-    net0 = make_net(params, data, seed, device)
-    t = params.thresholds[-1]
-    rows = []
-    for b in progress(params.sweep_batch_sizes, enabled=show_progress, desc="batch sizes"):
-        run = train_to_thresholds(net0, data, min(b, len(data.X_train)), params, seed)
-        row: dict[str, Any] = {"seed": seed, "regime": f"B={b}", "batch_size": b, "threshold": t,
-                               "reached": t in run.snapshots}
-        if t in run.snapshots:
-            snap = run.snapshots[t]
-            row.update(epoch=snap.epoch, steps=snap.steps, **measure(net0, snap.params, data, params, seed=seed))
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def interpolation(net: nn.Module, sb: dict[str, torch.Tensor], lb: dict[str, torch.Tensor], data: Dataset,
-                  params: Params) -> pd.DataFrame:
-    r"""Keskar's Fig. 3: :math:`f(\alpha x_{LB} + (1-\alpha) x_{SB})` for ``interp_points`` alphas in [-1, 2], long format."""
-    alphas = np.linspace(-1.0, 2.0, params.interp_points)
-    res = interpolate_1d(net, sb, lb, alphas, {"train": (data.X_train, data.y_train),
-                                                "test": (data.X_test, data.y_test)})
-    rows = []
-    for split in ("train", "test"):
-        for a, loss, acc in zip(res["alpha"], res[f"{split}_loss"], res[f"{split}_acc"]):
-            rows.append({"alpha": a, "split": split, "loss": loss, "accuracy": acc})
-    return pd.DataFrame(rows)
-
-
-def dinh_check(net: nn.Module, p: dict[str, torch.Tensor], data: Dataset, params: Params, *,
-               seed: int = 0) -> pd.DataFrame:
-    r"""Dinh et al. (2017)'s rescaling :math:`(W_1, W_2) \to (\alpha W_1, W_2/\alpha)` for
-    :math:`\alpha \in \{1, a, 1/a\}`, ``a = dinh_alpha``: the largest change of the logits and every measure."""
-    layers = homogeneous_layers(net)
-    if len(layers) < 2:
-        raise ValueError("the Dinh rescaling needs at least two linear layers")
+def rescaling_control(net: nn.Module, p: dict[str, torch.Tensor], data: Dataset, params: Params, *,
+                      seed: int = 0) -> list[dict[str, Any]]:
+    r"""Function-preserving rescalings of ``p``: none, Dinh et al.'s layer-wise
+    :math:`(\alpha W_1, W_2/\alpha)` and a random per-neuron rescaling (:func:`rescale_neurons`, factors
+    log-uniform in :math:`[1/\alpha, \alpha]` from ``seed``). For each: the largest logit change relative to
+    the largest logit, and :math:`\lambda_{\max}`, :math:`\lambda_R`, :math:`\lambda_N`."""
+    a = params.dinh_alpha
+    transforms = {"none": p, "layer-wise": rescale_layers(p, net, [a, 1.0 / a])}
+    if params.arch == "mlp":
+        transforms["per-neuron"] = rescale_neurons(net, p, random_neuron_factors(net, spread=a, seed=seed))
     X = data.X_test
     with torch.no_grad():
         base = functional_call(net, p, (X,))
     rows = []
-    for a in (1.0, params.dinh_alpha, 1.0 / params.dinh_alpha):
-        q = rescale_layers(p, layers, [a, 1.0 / a])
+    for name, q in transforms.items():
         with torch.no_grad():
-            diff = float((functional_call(net, q, (X,)) - base).abs().max())
-        rows.append({"alpha": a, "max_logit_change": diff, **measure(net, q, data, params, seed=seed, naive_only=True)})
+            diff = float((functional_call(net, q, (X,)) - base).abs().max() / base.abs().max())
+        rows.append({"rescaling": name, "logit_change": diff,
+                     **measure(net, q, data, params, seed=seed, curvature_only=True)})
+    return rows
+
+
+def control_summary(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """One seed's control in numbers: largest logit change, factor moved by lambda_max, relative
+    change of lambda_N and lambda_R (largest over the rescalings), and whether it passes."""
+    base = next(r for r in rows if r["rescaling"] == "none")
+    others = [r for r in rows if r["rescaling"] != "none"]
+    lm = [r["lambda_max"] for r in rows]
+    out = {"logit_change": max(r["logit_change"] for r in others),
+           "lambda_max_factor": max(lm) / min(lm),
+           "lambda_N_rel_change": max(abs(r["lambda_N"] / base["lambda_N"] - 1) for r in others),
+           "lambda_R_rel_change": max(abs(r["lambda_R"] / base["lambda_R"] - 1) for r in others)}
+    out["passes"] = bool(out["logit_change"] < FUNCTION_TOLERANCE and out["lambda_N_rel_change"] < DINH_TOLERANCE
+                         and out["lambda_max_factor"] > DINH_MIN_FACTOR)
+    return out
+
+
+def interpolation(net: nn.Module, sb: dict[str, torch.Tensor], lb: dict[str, torch.Tensor], data: Dataset,
+                  params: Params) -> dict[str, list[float]]:
+    r"""Keskar's Fig. 3: :math:`f(\alpha x_{LB} + (1-\alpha) x_{SB})` for ``interp_points`` alphas in [-1, 2]."""
+    alphas = np.linspace(-1.0, 2.0, params.interp_points)
+    return interpolate_1d(net, sb, lb, alphas, {"train": (data.X_train, data.y_train),
+                                                 "test": (data.X_test, data.y_test)})
+
+
+def density(net: nn.Module, p: dict[str, torch.Tensor], data: Dataset, params: Params, *, seed: int = 0
+            ) -> dict[str, list]:
+    """Hessian spectral density at ``p`` by :func:`flatminima.hessian.spectral_density`: nodes and weights."""
+    X, y = curvature_subset(params, data)
+    hvp, theta, spec = make_hvp(net, X, y, p)
+    d = spectral_density(hvp, spec.dim, num_probes=params.slq_probes, num_iter=params.slq_iter, seed=seed,
+                         device=theta.device, dtype=theta.dtype)
+    return {"nodes": d.nodes.tolist(), "weights": d.weights.tolist()}
+
+
+# ----------------------------------------------------------------------------- one replication
+def run_seed(params: Params, seed: int, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """One replication: train SB and LB from the seed's initial point, measure both at every point.
+
+    Returns a JSON-able record: ``rows`` (one per regime and point, ``reached`` False and no measures
+    where a run missed it), ``curves`` (loss per epoch per regime), ``control`` (the rescalings of the
+    SB network at the smallest reached threshold), ``density`` (SLQ nodes/weights of SB and LB at the
+    smallest threshold both reached) and ``interpolation`` (the line from SB to LB there).
+    """
+    device = torch.device(device)
+    data = load_data(params, device)
+    net0 = make_net(params, data, seed, device)
+    runs = {"SB": train_to_thresholds(net0, data, params.sb_batch_size, params, seed),
+            "LB": train_to_thresholds(net0, data, params.lb_batch_size, params, seed)}
+    rows = []
+    for regime, run in runs.items():
+        for key in params.points:
+            row: dict[str, Any] = {"seed": seed, "regime": regime, "batch_size": run.batch_size, "point": key,
+                                   "reached": key in run.snapshots}
+            if key in run.snapshots:
+                snap = run.snapshots[key]
+                row.update(epoch=snap["epoch"], steps=snap["steps"],
+                           **measure(net0, snap["params"], data, params, seed=seed))
+            rows.append(row)
+    record: dict[str, Any] = {
+        "seed": seed, "rows": rows,
+        "curves": {k: {"epoch": r.epochs, "train_loss": r.train_loss} for k, r in runs.items()}}
+    both = [f"{t:g}" for t in params.thresholds if all(f"{t:g}" in r.snapshots for r in runs.values())]
+    if both:
+        key = both[-1]
+        sb, lb = runs["SB"].snapshots[key]["params"], runs["LB"].snapshots[key]["params"]
+        record["compared_at"] = key
+        record["control"] = rescaling_control(net0, sb, data, params, seed=seed)
+        record["density"] = {r: density(net0, q, data, params, seed=seed) for r, q in (("SB", sb), ("LB", lb))}
+        record["interpolation"] = interpolation(net0, sb, lb, data, params)
+    return record
+
+
+def batch_size_sweep(params: Params, device: torch.device | str = "cpu", *, seed: int | None = None,
+                     show_progress: bool = False) -> pd.DataFrame:
+    """Keskar's Fig. 4 analogue: test accuracy and sharpness at the smallest threshold vs batch size,
+    for the batch sizes of ``sweep_batch_sizes`` from the first seed's initial point."""
+    seed = params.seeds[0] if seed is None else seed
+    data = load_data(params, device)
+    net0 = make_net(params, data, seed, device)
+    key = f"{params.thresholds[-1]:g}"
+    rows = []
+    for b in progress(params.sweep_batch_sizes, enabled=show_progress, desc="batch sizes"):
+        run = train_to_thresholds(net0, data, min(b, len(data.X_train)), params, seed)
+        row: dict[str, Any] = {"seed": seed, "regime": f"B={b}", "batch_size": b, "point": key,
+                               "reached": key in run.snapshots}
+        if key in run.snapshots:
+            snap = run.snapshots[key]
+            row.update(epoch=snap["epoch"], steps=snap["steps"], **measure(net0, snap["params"], data, params, seed=seed))
+        rows.append(row)
     return pd.DataFrame(rows)
 
 
 # ----------------------------------------------------------------------------- statistics
+def table_of(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """All rows of all records (one per seed, regime and point)."""
+    return pd.DataFrame([r for rec in records for r in rec["rows"]])
+
+
 def paired_ratios(table: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
-    """Per seed and threshold: LB/SB ratio of every column (NaN where a run missed the threshold)."""
+    """Per seed and point: LB/SB ratio of every column (NaN where a run missed the point)."""
     rows = []
-    for (seed, t), g in table[table.regime.isin(["SB", "LB"])].groupby(["seed", "threshold"]):
+    for (seed, point), g in table.groupby(["seed", "point"], sort=False):
         sb, lb = g[g.regime == "SB"].iloc[0], g[g.regime == "LB"].iloc[0]
-        row: dict[str, Any] = {"seed": seed, "threshold": t, "both_reached": bool(sb.reached and lb.reached)}
+        row: dict[str, Any] = {"seed": seed, "point": point, "both_reached": bool(sb.reached and lb.reached)}
         for c in columns:
-            row[f"ratio_{c}"] = float(lb[c] / sb[c]) if row["both_reached"] and sb[c] > 0 else math.nan
+            ok = row["both_reached"] and c in g and sb[c] > 0 and lb[c] > 0
+            row[f"ratio_{c}"] = float(lb[c] / sb[c]) if ok else math.nan
         row["test_acc_gap"] = float(sb.test_acc - lb.test_acc) if row["both_reached"] else math.nan
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def summarize(table: pd.DataFrame, params: Params) -> dict[str, Any]:
-    """Per threshold and measure: geometric-mean LB/SB ratio with a 95% t-CI (on log ratios), the
-    fraction of seeds with LB sharper, the one-sided sign-test p; and the SB-LB test-accuracy gap."""
-    cols = measure_columns(params)
-    ratios = paired_ratios(table, cols)
-    out: dict[str, Any] = {}
-    for t in params.thresholds:
-        r = ratios[(ratios.threshold == t) & ratios.both_reached]
-        entry: dict[str, Any] = {"num_pairs": int(len(r))}
-        if len(r):
-            for c in cols:
-                logs = np.log(r[f"ratio_{c}"].to_numpy(dtype=float))
-                logs = logs[np.isfinite(logs)]
-                if not len(logs):
-                    continue
+def summarize(ratios: pd.DataFrame, params: Params) -> pd.DataFrame:
+    """Long table: per point and measure, the geometric-mean LB/SB ratio with its 95% t-interval, the
+    fraction of seeds with LB sharper and the number of pairs; plus the SB-LB accuracy gap rows."""
+    rows = []
+    for point in params.points:
+        r = ratios[(ratios.point == point) & ratios.both_reached]
+        for c in measure_columns(params):
+            logs = np.log(r[f"ratio_{c}"].to_numpy(dtype=float)) if len(r) else np.array([])
+            logs = logs[np.isfinite(logs)]
+            if len(logs) >= 2:
                 ci = mean_ci(logs)
-                entry[c] = {"ratio_geomean": math.exp(ci.estimate), "ratio_ci_low": math.exp(ci.low),
-                            "ratio_ci_high": math.exp(ci.high), "log_ratio": ci.to_dict(),
-                            "frac_lb_sharper": float((logs > 0).mean()), "sign_test_p": sign_test_greater(logs),
-                            "per_seed_ratio": np.exp(logs).tolist()}
-            gap = mean_ci(r.test_acc_gap.to_numpy(dtype=float))
-            entry["test_acc_gap"] = {**gap.to_dict(), "per_seed": r.test_acc_gap.tolist()}
-        out[f"{t:g}"] = entry
-    return out
+                rows.append({"point": point, "measure": c, "LB/SB": math.exp(ci.estimate), "low": math.exp(ci.low),
+                             "high": math.exp(ci.high), "LB sharper": float((logs > 0).mean()), "pairs": len(logs)})
+        gap = r.test_acc_gap.to_numpy(dtype=float) if len(r) else np.array([])
+        if len(gap) >= 2:
+            ci = mean_ci(gap)
+            rows.append({"point": point, "measure": "test_acc_gap (SB-LB)", "LB/SB": ci.estimate, "low": ci.low,
+                         "high": ci.high, "LB sharper": float((gap > 0).mean()), "pairs": len(gap)})
+    return pd.DataFrame(rows)
 
 
-def dinh_summary(dinh: pd.DataFrame) -> dict[str, float]:
-    """The Dinh control in numbers: largest logit change, factor moved by lambda_max, rel. change of lambda_R."""
-    base = dinh[dinh.alpha == 1.0].iloc[0]
-    lm = dinh.lambda_max.to_numpy()
-    return {"max_logit_change": float(dinh.max_logit_change.max()),
-            "lambda_max_factor": float(lm.max() / lm.min()),
-            "trace_factor": float(dinh.trace.max() / dinh.trace.min()),
-            "lambda_R_rel_change": float((dinh.lambda_R - base.lambda_R).abs().max() / abs(base.lambda_R))}
+PAPER = {"keskar": "Keskar et al. Table 3, F1 on MNIST: eps-sharpness 1.23 (SB) vs 205 (LB) at eps=1e-3, ratio 167",
+         "lambda_R": "Rangamani et al. (2021): 'large-batch minima are sharper than small-batch minima' under "
+                     "lambda_R (a qualitative statement: no ratio is reported)"}
 
 
-CRITERION = (
-    "reproduced if (i) at every loss threshold both regimes reached the threshold in every seed and the "
-    "rescaling-invariant sharpness lambda_R = lambda_max(D^1/2 H D^1/2) is larger for LB than SB in every "
-    "seed (one-sided sign test at its minimum p = 2^-n) with the 95% t-interval of the mean log(LB/SB) "
-    "above 0; (ii) SB has higher test accuracy: 95% t-interval of the mean SB-LB gap above 0 at the "
-    "smallest threshold; (iii) the Dinh control passes: rescaling changes lambda_max by > "
-    f"{DINH_MIN_FACTOR:g}x and lambda_R by < {DINH_TOLERANCE:g} relative. Not reproduced if at some "
-    "threshold the log-ratio interval lies below 0 (LB flatter) or the gap interval lies below 0. "
-    "Otherwise inconclusive.")
+def aggregate(params: Params, records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Statistics, the three parts and the verdict from the per-seed records (see :data:`CRITERION`)."""
+    table = table_of(records)
+    ratios = paired_ratios(table, measure_columns(params))
+    summary = summarize(ratios, params)
+    primary = f"{params.thresholds[-1]:g}"
+    r = ratios[ratios.point == primary].sort_values("seed")
+    x_a = np.log(r.ratio_lambda_N.to_numpy(dtype=float))
+    x_b = r.test_acc_gap.to_numpy(dtype=float)
+    n_missing = int((~r.both_reached).sum())
+    miss = f" ({n_missing} of {len(r)} seeds missed loss {primary} in a regime)" if n_missing else ""
+    dec_a = decide(x_a, smallest_effect=SMALLEST_EFFECT, label=f"mean log(lambda_N LB/SB) at loss {primary}")
+    dec_b = decide(x_b, smallest_effect=GAP_SMALLEST_EFFECT, label=f"mean SB-LB test accuracy at loss {primary}")
+    controls = [control_summary(rec["control"]) for rec in records if rec.get("control")]
+    c_pass = bool(controls) and all(c["passes"] for c in controls) and len(controls) == len(records)
+    log_factor = np.log([c["lambda_max_factor"] for c in controls]) if controls else np.array([])
+    c_reason = (f"in {sum(c['passes'] for c in controls)} of {len(records)} seeds the layer-wise and per-neuron "
+                f"rescalings kept the function (largest logit change "
+                f"{max((c['logit_change'] for c in controls), default=math.nan):.1g}) and lambda_N (largest relative change "
+                f"{max((c['lambda_N_rel_change'] for c in controls), default=math.nan):.1g}) while lambda_max moved by "
+                f"{min((c['lambda_max_factor'] for c in controls), default=math.nan):.3g}x or more; lambda_R moved by up to "
+                f"{max((c['lambda_R_rel_change'] for c in controls), default=math.nan):.2g} relative")
+    parts = [
+        {"name": "A: LB sharper under lambda_N", "outcome": dec_a.outcome, "reason": dec_a.reason + miss,
+         "statistic": statistic(f"LB/SB lambda_N at loss {primary} (geometric mean)", x_a, scale="log")},
+        {"name": "B: SB generalizes better", "outcome": dec_b.outcome, "reason": dec_b.reason + miss,
+         "statistic": statistic(f"SB - LB test accuracy at loss {primary}", x_b)},
+        {"name": "C: rescaling control", "outcome": "reproduced" if c_pass else "inconclusive", "reason": c_reason,
+         "statistic": statistic("factor by which the rescalings move lambda_max (geometric mean)", log_factor,
+                                scale="log")},
+    ]
+    verdict = combine(p["outcome"] for p in parts)
+    headline = statistic(f"LB/SB invariant sharpness lambda_N at train loss {primary} (geometric mean)", x_a,
+                         scale="log")
+
+    def ratio_of(measure: str, point: str) -> dict[str, Any]:
+        s = summary[(summary.point == point) & (summary.measure == measure)]
+        return s.iloc[0].to_dict() if len(s) else {}
+
+    k = f"keskar_{params.keskar_eps[0]:g}"
+    comparison = [
+        {"measure": f"Keskar phi, eps={params.keskar_eps[0]:g}, full space", "paper": PAPER["keskar"],
+         "ours_matched": ratio_of(k, primary).get("LB/SB", math.nan), "ours_end": ratio_of(k, END).get("LB/SB", math.nan)},
+        {"measure": f"Keskar phi, eps={params.keskar_eps[0]:g}, random {params.subspace_dim}-dim subspace",
+         "paper": "Keskar et al. Table 4 (random subspace): LB sharper", "ours_matched": ratio_of(k + "_sub", primary).get(
+             "LB/SB", math.nan), "ours_end": ratio_of(k + "_sub", END).get("LB/SB", math.nan)},
+        {"measure": "lambda_R (Rangamani)", "paper": PAPER["lambda_R"],
+         "ours_matched": ratio_of("lambda_R", primary).get("LB/SB", math.nan),
+         "ours_end": ratio_of("lambda_R", END).get("LB/SB", math.nan)},
+    ]
+    headline["paper"] = (f"same measure, paper vs ours: Keskar phi LB/SB (eps={params.keskar_eps[0]:g}) 167 "
+                         f"(Keskar et al. Table 3, F1: 205 vs 1.23) vs {comparison[0]['ours_matched']:.3g}; lambda_R: "
+                         f"'LB sharper' (Rangamani et al., no ratio given) vs {comparison[2]['ours_matched']:.3g}; "
+                         f"lambda_N (this headline): no published value")
+    return {"table": table, "ratios": ratios, "summary": summary, "parts": parts, "verdict": verdict,
+            "headline": headline, "decisions": {"A": dec_a.to_dict(), "B": dec_b.to_dict()},
+            "controls": controls, "comparison": comparison, "primary_point": primary}
 
 
-def verdict(summary: dict[str, Any], dinh: dict[str, float], params: Params) -> tuple[str, list[str]]:
-    """Apply :data:`CRITERION`; return the verdict and the reasons, one sentence each."""
-    reasons: list[str] = []
-    ok = True
-    against = False
-    for t in params.thresholds:
-        e = summary[f"{t:g}"]
-        if e["num_pairs"] < params.num_seeds or "lambda_R" not in e:
-            ok = False
-            reasons.append(f"at loss {t:g} only {e['num_pairs']} of {params.num_seeds} seeds reached the threshold "
-                           f"in both regimes within {params.max_epochs} epochs")
-            continue
-        lr = e["lambda_R"]
-        lo, hi = lr["log_ratio"]["low"], lr["log_ratio"]["high"]
-        all_sharper = lr["frac_lb_sharper"] == 1.0
-        reasons.append(f"at loss {t:g}: lambda_R LB/SB = {lr['ratio_geomean']:.3g} "
-                       f"[{lr['ratio_ci_low']:.3g}, {lr['ratio_ci_high']:.3g}], LB sharper in "
-                       f"{lr['frac_lb_sharper']:.0%} of seeds (sign test p = {lr['sign_test_p']:.3g})")
-        if not (all_sharper and lo > 0):
-            ok = False
-        if hi < 0:
-            against = True
-    smallest = summary[f"{params.thresholds[-1]:g}"]
-    if "test_acc_gap" in smallest:
-        g = smallest["test_acc_gap"]
-        reasons.append(f"SB-LB test accuracy gap at loss {params.thresholds[-1]:g}: {g['estimate']:.3f} "
-                       f"[{g['low']:.3f}, {g['high']:.3f}]")
-        if not g["low"] > 0:
-            ok = False
-        if g["high"] < 0:
-            against = True
-    else:
-        ok = False
-    dinh_ok = dinh["lambda_max_factor"] > DINH_MIN_FACTOR and dinh["lambda_R_rel_change"] < DINH_TOLERANCE
-    reasons.append(f"Dinh control {'passes' if dinh_ok else 'fails'}: lambda_max moved {dinh['lambda_max_factor']:.3g}x, "
-                   f"lambda_R changed by {dinh['lambda_R_rel_change']:.2g} relative")
-    if not dinh_ok:
-        ok = False
-    if ok:
-        return "reproduced", reasons
-    if against and dinh_ok:
-        return "not reproduced", reasons
-    return "inconclusive", reasons
-
-
-def make_results(params: Params, summary: dict[str, Any], dinh: dict[str, float], verdict_: str,
-                 reasons: list[str], *, seeds: list[int], runtime_s: float, device: torch.device,
-                 extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The results record; the headline is the LB/SB ratio of lambda_R at the smallest threshold."""
-    t = f"{params.thresholds[-1]:g}"
-    lr = summary[t].get("lambda_R", {})
-    headline = {"label": f"LB/SB invariant sharpness lambda_R at train loss {t} (geometric mean)",
-                "value": lr.get("ratio_geomean", math.nan), "ci_low": lr.get("ratio_ci_low", math.nan),
-                "ci_high": lr.get("ratio_ci_high", math.nan),
-                "paper": "Keskar et al. Table 3: LB/SB eps-sharpness 1-2 orders of magnitude (F1: 205 vs 1.23 "
-                         "at eps=1e-3); Rangamani et al.: LB sharper under the invariant measure"}
-    stats = {"per_threshold": summary, "dinh": dinh, **(extra or {})}
-    return make_record(claim=params.CLAIM, params=params, verdict=verdict_, statistics=stats, criterion=CRITERION,
-                       seeds=seeds, runtime_s=runtime_s, device=str(device), headline=headline,
-                       notes="; ".join(reasons))
+def make_results(params: Params, agg: dict[str, Any], *, seeds: list[int], runtime_s: float,
+                 device: torch.device | str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The results record of :func:`aggregate`'s output (headline: LB/SB lambda_N at the smallest threshold)."""
+    stats = {"summary": agg["summary"].to_dict(orient="records"), "decisions": agg["decisions"],
+             "controls": agg["controls"], "paper_comparison": agg["comparison"],
+             "runs": agg["table"].to_dict(orient="records"), **(extra or {})}
+    return make_record(claim=params.CLAIM, params=params, verdict=agg["verdict"], statistics=stats,
+                       criterion=CRITERION, seeds=seeds, runtime_s=runtime_s, device=str(device),
+                       headline=agg["headline"], preregistration=PREREGISTRATION, parts=agg["parts"],
+                       notes="; ".join(f"{p['name']}: {p['outcome']} ({p['reason']})" for p in agg["parts"]))
