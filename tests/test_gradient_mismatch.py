@@ -33,6 +33,7 @@ def test_dataclass_defaults_are_the_cpu_preset():
     ("duo_arch", "vgg7", "cifar10"),
     ("coupled_widths", [10, 10, 10], "one width per"),
     ("part_a_seeds", 5, "cannot exceed"),
+    ("part_b_seeds", 5, "cannot exceed"),
     ("eps_robustness", [0.1], "repeats the verdict eps"),
     ("duo_widths", [16], ">= 2 binary layers"),
 ])
@@ -111,13 +112,13 @@ def test_part_b_verdict_and_decoupling_guard():
 def test_aggregate_builds_a_record_with_parts_headline_and_preregistration(tmp_path):
     from flatminima.results import read_results, write_results
 
-    p = gm.Params.from_preset("cpu")
     df = _table(0.2 + 0.01 * np.arange(10))
     duo = _duo([2.0 + 0.1 * i for i in range(12)])
     recs_a = [{"seed": s, "rows": g.drop(columns=["seed", "reliable"]).to_dict("records"), "eval_loss": {}}
               for s, g in df.groupby("seed")]
     records = [{"seed": s, "part_a": recs_a[s] if s < 10 else None, "part_b": duo.iloc[s].to_dict()} for s in range(12)]
-    record = gm.aggregate(p, records, runtime_s=1.0)
+    record = gm.aggregate(gm.Params.from_preset("cpu", num_seeds=12, part_a_seeds=10, part_b_seeds=12), records,
+                          runtime_s=1.0)
     assert record["verdict"] == "reproduced"
     assert [q["name"] for q in record["parts"]] == ["Part A", "Part B"]
     assert all(q["statistic"]["se"] > 0 for q in record["parts"])
@@ -130,9 +131,10 @@ def test_aggregate_builds_a_record_with_parts_headline_and_preregistration(tmp_p
 def test_cpu_preset_meets_both_preregistrations_and_seeds_shift_both_parts():
     p = gm.Params.from_preset("cpu")
     assert p.part_a_seeds >= gm.PREREGISTRATION["seeds_needed"]
-    assert p.num_seeds >= gm.PREREGISTRATION_B["seeds_needed"]
+    assert p.part_b_seeds >= gm.PREREGISTRATION_B["seeds_needed"]
     q = gm.Params.from_preset("cpu", seeds=list(range(1000, 1000 + p.num_seeds)))
     assert gm.part_a_seeds(q) == tuple(range(1000, 1000 + p.part_a_seeds)) and q.seeds[0] == 1000
+    assert gm.part_b_seeds(q) == tuple(range(1000, 1000 + p.part_b_seeds))
     assert set(gm.TUNING_SEEDS).isdisjoint(p.seeds) and set(gm.TUNING_SEEDS).isdisjoint(q.seeds)
     for pre in (gm.PREREGISTRATION, gm.PREREGISTRATION_B):
         assert pre["pilot"]["source"] and pre["pilot"]["sd"] > 0
@@ -160,7 +162,7 @@ def test_generated_tasks_are_seeded_locally():
 
 
 def _tiny():
-    return gm.Params.from_preset("smoke", num_seeds=2, part_a_seeds=2, input_dim=4, widths=[4], train_samples=200,
+    return gm.Params.from_preset("smoke", num_seeds=2, part_a_seeds=2, part_b_seeds=2, input_dim=4, widths=[4], train_samples=200,
                                  student_steps=5, eval_samples=2000, full_eval_samples=500, coords_per_layer=4,
                                  es_directions=4, duo_widths=[8, 8], duo_train_samples=512, duo_test_samples=256,
                                  num_epochs=1, finetune_epochs=1)

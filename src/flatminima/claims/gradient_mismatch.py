@@ -22,6 +22,7 @@ per part, :func:`flatminima.stats.combine`) and the results record.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -66,13 +67,13 @@ class Params(ClaimParams):
 
     CLAIM: ClassVar[str] = "gradient-mismatch"
     PRESETS: ClassVar[dict] = {
-        "smoke": {"num_seeds": 3, "part_a_seeds": 2, "input_dim": 8, "widths": (8, 8), "train_samples": 1000,
+        "smoke": {"num_seeds": 3, "part_a_seeds": 2, "part_b_seeds": 3, "input_dim": 8, "widths": (8, 8), "train_samples": 1000,
                   "student_steps": 30, "eval_samples": 10_000, "full_eval_samples": 2000, "coords_per_layer": 8,
                   "es_directions": 8, "es_samples": 2000, "eps_robustness": (0.3,),
                   "duo_input_dim": 8, "duo_teacher_widths": (16,), "duo_widths": (16, 16, 16, 16),
                   "duo_train_samples": 2000, "duo_test_samples": 2000, "num_epochs": 1, "finetune_epochs": 1},
         "cpu": {},
-        "paper": {"num_seeds": 20, "part_a_seeds": 20, "input_dim": 32, "widths": (32, 32, 32),
+        "paper": {"num_seeds": 20, "part_a_seeds": 20, "part_b_seeds": 5, "input_dim": 32, "widths": (32, 32, 32),
                   "train_samples": 100_000, "student_steps": 2000, "eval_samples": 1_000_000,
                   "full_eval_samples": 100_000, "coords_per_layer": 200, "es_directions": 1000, "es_samples": 100_000,
                   "duo_dataset": "cifar10", "duo_arch": "vgg7",
@@ -81,9 +82,11 @@ class Params(ClaimParams):
                   "batch_size": 256, "num_epochs": 120, "finetune_epochs": 40},
     }
 
-    num_seeds: int = param(12, "number of seeds (Part B uses all of them, Part A the first part_a_seeds)", low=2, high=200)
+    num_seeds: int = param(12, "number of seeds (Part A uses the first part_a_seeds, Part B the first part_b_seeds)",
+                           low=2, high=200)
+    part_a_seeds: int = param(12, "Part A: how many of the seeds (the first ones) Part A uses", low=1, high=200)
+    part_b_seeds: int = param(6, "Part B: how many of the seeds (the first ones) Part B uses", low=1, high=200)
     # Part A: gradient mismatch in a teacher-student MLP
-    part_a_seeds: int = param(10, "Part A: how many of the seeds (the first ones) Part A uses", low=1, high=200)
     input_dim: int = param(16, "Part A: input dimension D of the Gaussian teacher-student task", low=1)
     widths: tuple[int, ...] = param((16, 16, 16), "Part A: hidden widths of teacher and student", low=1)
     precisions: tuple[str, ...] = param(("full", "binary", "ternary", "2bit"), "Part A: activation precisions",
@@ -91,10 +94,10 @@ class Params(ClaimParams):
     surrogates: tuple[str, ...] = param(SURROGATE_CHOICES,
                                         "Part A: surrogate backward functions compared for binary units",
                                         choices=SURROGATE_CHOICES)
-    steep_slope: float = param(2.0, "Part A: slope of the steep surrogate (tuned on held-out seeds)", low=1.0)
+    steep_slope: float = param(1.25, "Part A: slope of the steep surrogate (tuned on held-out seeds)", low=1.0)
     approxsign_width: float = param(1.0, "Part A: half-width of the ApproxSign triangle in t = 2y - 1 (tuned)", low=0.0,
                                     low_inclusive=False)
-    swish_beta: float = param(5.0, "Part A: beta of SwishSign (tuned on held-out seeds)", low=0.0, low_inclusive=False)
+    swish_beta: float = param(2.0, "Part A: beta of SwishSign (tuned on held-out seeds)", low=0.0, low_inclusive=False)
     train_samples: int = param(10_000, "Part A: student training samples", low=16)
     student_steps: int = param(300, "Part A: Adam steps training each student with the STE", low=1)
     student_lr: float = param(0.01, "Part A: Adam learning rate of the students", low=0.0, low_inclusive=False)
@@ -144,9 +147,10 @@ class Params(ClaimParams):
             raise ParameterError(f"parameter 'surrogates' must include 'ste' (the baseline surrogate); got {self.surrogates}")
         if len(set(self.precisions)) != len(self.precisions) or len(set(self.surrogates)) != len(self.surrogates):
             raise ParameterError("parameters 'precisions' and 'surrogates' must not repeat a value")
-        if self.part_a_seeds > self.num_seeds:
-            raise ParameterError(f"parameter 'part_a_seeds' ({self.part_a_seeds}) cannot exceed the number of seeds "
-                                 f"({self.num_seeds}); Part A uses the first part_a_seeds of seeds")
+        for name in ("part_a_seeds", "part_b_seeds"):
+            if getattr(self, name) > self.num_seeds:
+                raise ParameterError(f"parameter {name!r} ({getattr(self, name)}) cannot exceed the number of seeds "
+                                     f"({self.num_seeds}); each part uses the first {name} of seeds")
         if self.eps in self.eps_robustness:
             raise ParameterError(f"parameter 'eps_robustness' repeats the verdict eps {self.eps}; list other widths")
         if self.duo_arch == "vgg7":
@@ -164,6 +168,11 @@ class Params(ClaimParams):
 def part_a_seeds(params: Params) -> tuple[int, ...]:
     """The seeds of Part A: the first ``part_a_seeds`` of ``params.seeds`` (so ``--seeds-from K`` shifts both parts)."""
     return params.seeds[:params.part_a_seeds]
+
+
+def part_b_seeds(params: Params) -> tuple[int, ...]:
+    """The seeds of Part B: the first ``part_b_seeds`` of ``params.seeds``."""
+    return params.seeds[:params.part_b_seeds]
 
 
 def surrogate_names(params: Params) -> dict[str, str]:
@@ -429,22 +438,27 @@ def run_seed_b(params: Params, seed: int, device: torch.device, show_progress: b
 
 
 def run_seed(params: Params, seed: int, device: torch.device) -> dict[str, Any]:
-    """One replication of both parts (Part A only if ``seed`` is among :func:`part_a_seeds`)."""
+    """One replication of both parts (each only if ``seed`` is among that part's seeds)."""
     a = run_seed_a(params, seed, device) if seed in part_a_seeds(params) else None
-    return {"seed": seed, "part_a": a, "part_b": run_seed_b(params, seed, device)}
+    b = run_seed_b(params, seed, device) if seed in part_b_seeds(params) else None
+    return {"seed": seed, "part_a": a, "part_b": b}
 
 
 def run_parts(params: Params, *, cache_dir=None, workers: int | None = None, device: torch.device | str = "cpu",
               show_progress: bool = False) -> list[dict]:
     """Both parts over their seeds through :func:`flatminima.replicates.run_seeds` (cached, in processes).
 
-    Returns records in the form :func:`aggregate` reads: ``{"seed", "part_a" (or None), "part_b"}``.
+    Returns records in the form :func:`aggregate` reads: ``{"seed", "part_a", "part_b"}`` for every
+    seed of ``params.seeds``, a part's entry None where that part does not use the seed.
     """
     kw = dict(cache_dir=cache_dir, workers=workers, device=device, show_progress=show_progress)
-    ra = replicates.run_seeds(run_seed_a, params, part_a_seeds(params), desc="Part A seeds", **kw)
-    rb = replicates.run_seeds(run_seed_b, params, params.seeds, desc="Part B seeds", **kw)
-    a = {r["seed"]: r for r in ra}
-    return [{"seed": r["seed"], "part_a": a.get(r["seed"]), "part_b": r} for r in rb]
+    # the per-seed functions do not read the part sizes: key the cache without them, so that
+    # changing part_a_seeds / part_b_seeds reuses every seed already computed
+    keyed = dataclasses.replace(params, part_a_seeds=1, part_b_seeds=1)
+    ra = replicates.run_seeds(run_seed_a, keyed, part_a_seeds(params), desc="Part A seeds", **kw)
+    rb = replicates.run_seeds(run_seed_b, keyed, part_b_seeds(params), desc="Part B seeds", **kw)
+    a, b = {r["seed"]: r for r in ra}, {r["seed"]: r for r in rb}
+    return [{"seed": s, "part_a": a.get(s), "part_b": b.get(s)} for s in params.seeds]
 
 
 # ----------------------------------------------------------------------------- pre-registration and verdict
@@ -459,7 +473,13 @@ surrogate by less than that would not single out precision."""
 SMALLEST_EFFECT_B = 1.0
 """Smallest effect of interest of Part B: a 1-point accuracy gain (the size of BinaryDuo's smaller gains)."""
 
-TUNING: dict[str, Any] = {"seeds": list(TUNING_SEEDS), "eps": 0.1, "source": "not yet run"}
+TUNING: dict[str, Any] = {
+    "seeds": list(TUNING_SEEDS), "eps": 0.1,
+    "best": {"steep_slope": 1.25, "approxsign_width": 1.0, "swish_beta": 2.0},
+    "M_best": {"ste": 0.399, "steep": 0.531, "approxsign": 0.536, "swishsign": 0.539},
+    "M_first_edition_shapes": {"steep@2": 0.488, "approxsign@1": 0.536, "swishsign@5": 0.459},
+    "source": "benchmarks/pilot_gradient_mismatch.py, cpu preset, mean hidden-layer M(binary, s) over seeds "
+              "500-505 at eps 0.1 on the grid TUNING_GRID (run 2026-12-01)"}
 """Result of the surrogate tuning on :data:`TUNING_SEEDS` (:func:`run_tuning_seed`, cpu preset), fixed here."""
 
 PREREGISTRATION = preregister(
@@ -469,7 +489,8 @@ PREREGISTRATION = preregister(
 PREREGISTRATION_B = preregister(
     primary="Part B: gain = test accuracy(BinaryDuo) - accuracy(binary baseline), points",
     smallest_effect=SMALLEST_EFFECT_B, test="one-sided t-test and TOST (stats.decide)",
-    pilot={"sd": 1.0, "n": 10, "source": "placeholder"})
+    pilot={"sd": 0.44, "n": 10, "source": "pilot on held-out seeds 510-519 at the cpu preset "
+           "(benchmarks/pilot_gradient_mismatch.py): gain 1.68 points, per-seed sd 0.44"})
 PREREGISTRATION["parts"] = {"Part A": dict(PREREGISTRATION), "Part B": PREREGISTRATION_B}
 
 CRITERION = (
@@ -576,7 +597,8 @@ def aggregate(params: Params, records: list[dict], *, runtime_s: float = 0.0, de
     D = np.asarray(sa["per_seed"]["difference"])
     stat_a = statistic("D = M(ternary) - max_s M(binary, s), eps 0.1", D)
     stat_b = statistic("BinaryDuo gain in test accuracy (points)", duo.gain.to_numpy())
-    warn = [w for w in (check_seeds(PREREGISTRATION, len(D)), check_seeds(PREREGISTRATION_B, len(duo))) if w]
+    warn = [f"Part {k}: {w}" for k, w in (("A", check_seeds(PREREGISTRATION, len(D))),
+                                          ("B", check_seeds(PREREGISTRATION_B, len(duo)))) if w]
     parts = [{"name": "Part A", "outcome": sa["outcome"], "reason": sa["reason"], "statistic": stat_a},
              {"name": "Part B", "outcome": sb["outcome"], "reason": sb["reason"], "statistic": stat_b}]
     stats = {"verdict_part_a": sa["outcome"], "verdict_part_b": sb["outcome"], "part_a": sa, "part_b": sb,
