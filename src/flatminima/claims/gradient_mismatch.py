@@ -41,7 +41,7 @@ from ..params import ClaimParams, ParameterError, param
 from ..quantize import (PRECISIONS, SURROGATE_FAMILIES, coupled_width, decouple, quant_mlp, surrogate_variant,
                         tiny_vgg7)
 from ..results import make_record
-from ..stats import bootstrap_ci, check_seeds, combine, decide, mean_ci, preregister, statistic
+from ..stats import check_seeds, combine, decide, mean_ci, power_t, preregister, statistic
 from ..train import check_finite, evaluate, train
 
 BN_INIT = (0.25, 0.5)
@@ -95,7 +95,7 @@ class Params(ClaimParams):
                                         "Part A: surrogate backward functions compared for binary units",
                                         choices=SURROGATE_CHOICES)
     steep_slope: float = param(1.25, "Part A: slope of the steep surrogate (tuned on held-out seeds)", low=1.0)
-    approxsign_width: float = param(1.0, "Part A: half-width of the ApproxSign triangle in t = 2y - 1 (tuned)", low=0.0,
+    approxsign_width: float = param(1.0, "Part A: half-width of the ApproxSign triangle, in units of t (2y - 1; tuned)", low=0.0,
                                     low_inclusive=False)
     swish_beta: float = param(2.0, "Part A: beta of SwishSign (tuned on held-out seeds)", low=0.0, low_inclusive=False)
     train_samples: int = param(10_000, "Part A: student training samples", low=16)
@@ -485,7 +485,13 @@ TUNING: dict[str, Any] = {
 PREREGISTRATION = preregister(
     primary="Part A: D = M(ternary, STE) - max over tuned binary surrogates M(binary, s), eps = 0.1",
     smallest_effect=SMALLEST_EFFECT_A, test="one-sided t-test and TOST (stats.decide)",
-    pilot={"sd": 0.12, "n": 10, "source": "placeholder"})
+    pilot={"sd": 0.186, "n": 6, "source": "pilot on held-out seeds 500-505 at the cpu preset with the tuned "
+           "shapes (benchmarks/pilot_gradient_mismatch.py): D = 0.232, per-seed sd 0.186"})
+PREREGISTRATION["budget_note"] = (
+    f"80% power at the smallest effect 0.1 needs {PREREGISTRATION['seeds_needed']} Part A seeds, about "
+    f"{PREREGISTRATION['seeds_needed'] * 23 / 60:.0f} CPU-minutes, beyond the chapter's 7-minute budget; the cpu preset "
+    f"uses 12 (power {power_t(0.1, 0.186, 12):.2f} at D = 0.1, {power_t(0.232, 0.186, 12):.2f} at the pilot's D = 0.232), "
+    "so a null result at the cpu preset is weak evidence and its record carries the power warning.")
 PREREGISTRATION_B = preregister(
     primary="Part B: gain = test accuracy(BinaryDuo) - accuracy(binary baseline), points",
     smallest_effect=SMALLEST_EFFECT_B, test="one-sided t-test and TOST (stats.decide)",
