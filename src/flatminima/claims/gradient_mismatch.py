@@ -611,7 +611,7 @@ def aggregate(params: Params, records: list[dict], *, runtime_s: float = 0.0, de
              "power_warnings": warn, "es_diagnostic": [] if es is None else es.to_dict("records")}
     notes = (f"Part A {sa['outcome']}: {sa['reason']}. Part B {sb['outcome']}: {sb['reason']}; training loss "
              f"baseline {sb['train_loss_baseline']['estimate']:.3f}, BinaryDuo {sb['train_loss_binaryduo']['estimate']:.3f}."
-             + (" " + " ".join(warn) if warn else ""))
+             + (" " + ". ".join(warn) + "." if warn else ""))
     return make_record(
         claim=params.CLAIM, params=params, verdict=verdict, statistics=stats, criterion=CRITERION,
         seeds=list(params.seeds), runtime_s=runtime_s, device=str(device),
