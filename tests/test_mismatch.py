@@ -87,3 +87,24 @@ def test_cosine_of_parallel_and_orthogonal_vectors():
     assert cosine(a, 3 * a) == pytest.approx(1.0)
     assert cosine(a, torch.tensor([0.0, 0.0, 5.0])) == pytest.approx(0.0)
     assert cosine(a, torch.zeros(3)) == 0.0
+
+
+def test_cdg_refuses_bad_coordinates_naming_the_layer_and_index():
+    net, X, y = _net(1, n=64)
+    coords = sample_coordinates(net, 4, seed=0)
+    n0 = net.ops[0].weight.numel()
+    bad = [coords[0].clone(), *coords[1:]]
+    bad[0][1] = n0  # one past the end of layer 1
+    for fn in (coordinate_discrete_gradient, coordinate_discrete_gradient_loop):
+        with pytest.raises(ValueError, match=rf"ops\.0\.weight.*index {n0}.*out of range"):
+            fn(net, X, y, bad)
+        with pytest.raises(ValueError, match="index -1"):
+            fn(net, X, y, [torch.tensor([-1]), *coords[1:]])
+        with pytest.raises(ValueError, match="one index tensor per weight matrix"):
+            fn(net, X, y, coords[:-1])
+        with pytest.raises(ValueError, match="integer flat indices"):
+            fn(net, X, y, [coords[0].float(), *coords[1:]])
+        with pytest.raises(ValueError, match="repeats"):
+            fn(net, X, y, [torch.tensor([0, 0]), *coords[1:]])
+    with pytest.raises(ValueError, match="num_coords"):
+        sample_coordinates(net, 0)

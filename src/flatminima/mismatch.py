@@ -76,8 +76,39 @@ def _affine(norm: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     return s, norm.bias - norm.running_mean * s
 
 
+def check_coordinates(net: QuantNet, coords: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Validate per-layer flat weight indices for ``net``; returns them as 1-D int64 tensors.
+
+    One entry per weight matrix (:func:`layer_names`), integer indices in ``[0, numel)``, no
+    repeats. A bad entry raises ValueError naming the layer and the offending index.
+    """
+    layers = _check_mlp(net)
+    names = layer_names(net)
+    if len(coords) != len(layers):
+        raise ValueError(f"coords needs one index tensor per weight matrix ({len(layers)}: {', '.join(names)}), "
+                         f"got {len(coords)}; build them with sample_coordinates(net, ...)")
+    out = []
+    for k, (layer, name, idx) in enumerate(zip(layers, names, coords)):
+        idx = torch.as_tensor(idx)
+        if idx.dtype.is_floating_point or idx.dtype == torch.bool or idx.ndim != 1:
+            raise ValueError(f"coords[{k}] (layer {name}) must be a 1-D tensor of integer flat indices, "
+                             f"got dtype {idx.dtype}, shape {tuple(idx.shape)}")
+        n = layer.weight.numel()
+        bad = (idx < 0) | (idx >= n)
+        if bool(bad.any()):
+            i = int(idx[bad][0])
+            raise ValueError(f"coords[{k}] (layer {name}, {tuple(layer.weight.shape)} = {n} weights) has index {i} "
+                             f"out of range [0, {n}); flat indices are row * in_features + column")
+        if len(torch.unique(idx)) != len(idx):
+            raise ValueError(f"coords[{k}] (layer {name}) repeats an index; give distinct flat indices")
+        out.append(idx.long().to(layer.weight.device))
+    return out
+
+
 def sample_coordinates(net: QuantNet, num_coords: int, *, seed: int = 0) -> list[torch.Tensor]:
     """Per layer, ``num_coords`` distinct flat weight indices drawn uniformly (all when the layer is smaller)."""
+    if int(num_coords) < 1:
+        raise ValueError(f"num_coords must be >= 1 (coordinates sampled per layer), got {num_coords}")
     g = torch.Generator().manual_seed(seed)
     out = []
     for layer in _check_mlp(net):
@@ -143,6 +174,7 @@ def coordinate_discrete_gradient(net: QuantNet, X: torch.Tensor, y: torch.Tensor
     """
     if eps <= 0:
         raise ValueError(f"eps must be > 0, got {eps}")
+    coords = check_coordinates(net, coords)
     was_training = net.training
     net.eval()
     try:
@@ -215,6 +247,7 @@ def coordinate_discrete_gradient_loop(net: QuantNet, X: torch.Tensor, y: torch.T
                                       eps: float = 0.1, loss: str = "mse") -> list[torch.Tensor]:
     """The naive CDG: two full forward passes per coordinate (reference for tests and the benchmark)."""
     names = layer_names(net)
+    coords = check_coordinates(net, coords)
     state = {k: v for k, v in net.state_dict().items()}
     was_training = net.training
     net.eval()

@@ -6,6 +6,7 @@ notebook parameter can change them; there is no global registry of architectures
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -82,20 +83,54 @@ class SmallCNN(nn.Module):
         return self.head(self.features(X.reshape(X.shape[0], *self.in_shape)))
 
 
+def seeded_init_(module: nn.Module, seed: int) -> nn.Module:
+    """Re-draw the default PyTorch init of every Linear/Conv layer of ``module`` from a local generator.
+
+    The draws are PyTorch's own defaults (``reset_parameters``: Kaiming-uniform weights with
+    :math:`a = \\sqrt 5`, biases uniform in :math:`\\pm 1/\\sqrt{\\text{fan-in}}`), made in module
+    order with ``torch.Generator().manual_seed(seed)``: the same numbers as ``torch.manual_seed(seed)``
+    followed by building the model, without touching torch's global random state. Normalisation
+    layers keep their constant init. Returns ``module`` (changed in place).
+    """
+    g = torch.Generator().manual_seed(int(seed))
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd)):
+                nn.init.kaiming_uniform_(m.weight, a=math.sqrt(5), generator=g)
+                if m.bias is not None:
+                    fan_in, _ = nn.init._calculate_fan_in_and_fan_out(m.weight)
+                    bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+                    nn.init.uniform_(m.bias, -bound, bound, generator=g)
+    return module
+
+
+def build_seeded(factory, seed: int | None):
+    """``factory()``, its init drawn by :func:`seeded_init_` from ``seed`` (None: torch's global RNG).
+
+    With a seed, the global random state is left exactly as it was (the construction's own
+    draws happen inside :func:`torch.random.fork_rng` and are then replaced).
+    """
+    if seed is None:
+        return factory()
+    with torch.random.fork_rng(devices=[]):
+        module = factory()
+    return seeded_init_(module, seed)
+
+
 def make_model(arch: str, in_shape: Sequence[int], num_classes: int, *, widths: Sequence[int] = (128, 128),
                activation: str = "relu", bias: bool = True, seed: int | None = None, **kwargs) -> nn.Module:
     """Build ``arch`` (``mlp`` or ``cnn``) for inputs of ``in_shape``; ``seed`` fixes the init.
 
     For ``mlp``, ``widths`` are the hidden sizes; for ``cnn`` they are the conv channels and
-    ``hidden`` (kwarg) the head width.
+    ``hidden`` (kwarg) the head width. With ``seed`` the init comes from a local generator
+    (:func:`seeded_init_`), so building a model leaves torch's global random state unchanged.
     """
-    if seed is not None:
-        torch.manual_seed(seed)
     in_dim = 1
     for s in in_shape:
         in_dim *= int(s)
     if arch == "mlp":
-        return MLP([in_dim, *widths, num_classes], activation=activation, bias=bias)
+        return build_seeded(lambda: MLP([in_dim, *widths, num_classes], activation=activation, bias=bias), seed)
     if arch == "cnn":
-        return SmallCNN(in_shape, num_classes, channels=widths, activation=activation, bias=bias, **kwargs)
+        return build_seeded(lambda: SmallCNN(in_shape, num_classes, channels=widths, activation=activation, bias=bias,
+                                             **kwargs), seed)
     raise ValueError(f"unknown arch {arch!r}; allowed: mlp, cnn")

@@ -7,13 +7,16 @@ public Torch7 code (``newLayers/QuantizedNeurons.lua``, ``models/init.lua``):
 * a hidden unit's pre-activation goes through batch normalisation, giving :math:`y`, and then the
   quantiser with :math:`n` steps (``levels``)
 
-  .. math:: Q_n(y) = \lfloor n\,\mathrm{clip}(y, 0, 1) + \tfrac12 \rfloor / n,
+  .. math:: Q_n(y) = \frac1n \#\{k \in 1..n : \mathrm{clip}(y, 0, 1) \ge \tau_k\},\qquad
+            \tau_k = \frac{k - 1/2}{n},
 
-  ``levels = 1`` binary :math:`\{0, 1\}` (fires at :math:`y \ge \frac12`), ``2`` ternary
+  which is the code's :math:`\lfloor n\,\mathrm{clip}(y, 0, 1) + \tfrac12 \rfloor / n` (ties up) in exact
+  arithmetic. ``levels = 1`` binary :math:`\{0, 1\}` (fires at :math:`y \ge \frac12`), ``2`` ternary
   :math:`\{0, \frac12, 1\}`, ``3`` 2-bit :math:`\{0, \frac13, \frac23, 1\}`, ``None`` full precision
   :math:`\mathrm{clip}(y, 0, 1)` (the HardTanh(0, 1) of the code; its autograd gradient is exact).
-  Ties round up (``floor(x + 1/2)``), so the decoupled binary pair reproduces the ternary unit even
-  on the thresholds.
+  :func:`quantize` compares with the thresholds :math:`\tau_k` themselves (rounded once to the
+  tensor's dtype), so a value exactly on a threshold fires and its predecessor does not; the
+  ``floor(u n + 1/2)`` formula in float32 fires one ulp early at some thresholds.
 * the backward pass of a quantised unit multiplies the incoming gradient by a *surrogate*
   derivative :math:`F'_s(y)`; :data:`SURROGATES` is the registry (add one with
   :func:`register_surrogate`).
@@ -30,19 +33,29 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .models import build_seeded
+
 PRECISIONS: dict[str, int | None] = {"full": None, "binary": 1, "ternary": 2, "2bit": 3}
 """Activation precision name -> number of quantisation steps ``levels`` (None: full precision)."""
 
 
 def quantize(y: torch.Tensor, levels: int | None) -> torch.Tensor:
-    r"""The forward quantiser :math:`Q_n(y) = \lfloor n\,\mathrm{clip}(y,0,1) + 1/2 \rfloor / n`.
+    r"""The forward quantiser :math:`Q_n(y) = \#\{k : \mathrm{clip}(y,0,1) \ge \tau_k\}/n`, :math:`\tau_k = (k - 1/2)/n`.
 
-    ``levels=None`` returns :math:`\mathrm{clip}(y, 0, 1)` (full precision).
+    Exact on the thresholds: ``floor(u n + 1/2)`` gives the step count up to one, and the count is
+    then corrected by comparing ``u`` with :math:`\tau_q` and :math:`\tau_{q+1}` computed as
+    ``(q - 1/2) / n`` in ``y``'s dtype (one correctly rounded division, so :math:`\tau_k` is the
+    nearest float to the true threshold). ``levels=None`` returns :math:`\mathrm{clip}(y, 0, 1)`.
     """
     u = torch.clamp(y, 0.0, 1.0)
     if levels is None:
         return u
-    return torch.floor(u * levels + 0.5) / levels
+    if levels < 1:
+        raise ValueError(f"levels must be None (full precision) or an integer >= 1, got {levels}")
+    q = torch.floor(u * levels + 0.5).clamp(0, levels)
+    q = q - (u < (q - 0.5) / levels).to(u.dtype)  # the float formula fired early (one ulp below tau_q)
+    q = q + ((q < levels) & (u >= (q + 0.5) / levels)).to(u.dtype)  # ... or late
+    return q / levels
 
 
 # ----------------------------------------------------------------------------- surrogates
@@ -73,17 +86,20 @@ def register_surrogate(name: str, soft: Callable[[torch.Tensor], torch.Tensor],
 
 
 STEEP_SLOPE = 2.0
-"""Slope of the ``steep`` clipped identity (the paper's exact "steep" STE is not verified)."""
+"""Default slope of the ``steep`` clipped identity (the paper's exact "steep" STE is not verified);
+the claim tunes it (:data:`SURROGATE_FAMILIES`)."""
 SWISH_BETA = 5.0
-"""beta of SwishSign (BNN+, Darabi et al. 2018); the value BinaryDuo used is not verified."""
+"""Default beta of SwishSign (BNN+, Darabi et al. 2018); the value BinaryDuo used is not verified."""
+APPROXSIGN_WIDTH = 1.0
+"""Default half-width (in :math:`t = 2y - 1`) of ApproxSign's triangular derivative (1: Bi-Real Net)."""
 
 
 def _t(y: torch.Tensor) -> torch.Tensor:
     return 2.0 * y - 1.0  # the sign-convention variable: binary a = (sign(t) + 1) / 2
 
 
-def _approx_sign(t: torch.Tensor) -> torch.Tensor:
-    tc = t.clamp(-1.0, 1.0)
+def _approx_sign(t: torch.Tensor, width: float = APPROXSIGN_WIDTH) -> torch.Tensor:
+    tc = (t / width).clamp(-1.0, 1.0)
     return 2.0 * tc - tc * tc.abs()
 
 
@@ -97,23 +113,62 @@ def _swish_sign_grad(t: torch.Tensor, beta: float = SWISH_BETA) -> torch.Tensor:
     return beta * (2.0 - bt * torch.tanh(bt / 2.0)) / (1.0 + torch.cosh(bt))
 
 
+def _steep(slope: float) -> tuple[Callable, Callable, str]:
+    return (lambda y: (slope * (y - 0.5) + 0.5).clamp(0.0, 1.0),
+            lambda y: slope * ((y - 0.5).abs() <= 0.5 / slope).to(y.dtype),
+            rf"steeper clipped identity: $F'(y) = {slope:g}\,\mathbb 1[\lvert y - 1/2 \rvert \le {0.5 / slope:g}]$")
+
+
+def _approxsign(width: float) -> tuple[Callable, Callable, str]:
+    return (lambda y: (_approx_sign(_t(y), width) + 1.0) / 2.0,
+            lambda y: (2.0 / width) * (1.0 - _t(y).abs() / width).clamp_min(0.0),
+            rf"ApproxSign (Bi-Real Net), half-width $w = {width:g}$: $F'(y) = \tfrac{{2}}{{w}}(1 - \lvert 2y - 1 \rvert / w)_+$")
+
+
+def _swishsign(beta: float) -> tuple[Callable, Callable, str]:
+    return (lambda y: (_swish_sign(_t(y), beta) + 1.0) / 2.0, lambda y: _swish_sign_grad(_t(y), beta),
+            rf"SwishSign (BNN+), $\beta = {beta:g}$: $F'(y) = \beta[2 - \beta t \tanh(\beta t/2)]/[1 + \cosh \beta t]$, $t = 2y - 1$")
+
+
+SURROGATE_FAMILIES: dict[str, tuple[str, Callable[[float], tuple[Callable, Callable, str]]]] = {
+    "steep": ("slope", _steep), "approxsign": ("width", _approxsign), "swishsign": ("beta", _swishsign)}
+"""Surrogate families with one shape hyper-parameter: family -> (name of the parameter, maker)."""
+
 register_surrogate(
     "ste", lambda y: y.clamp(0.0, 1.0), lambda y: ((y >= 0.0) & (y <= 1.0)).to(y.dtype),
     r"straight-through / clipped identity: $F'(y) = \mathbb 1[0 \le y \le 1]$ (BinaryDuo's code)")
-register_surrogate(
-    "steep", lambda y: (STEEP_SLOPE * (y - 0.5) + 0.5).clamp(0.0, 1.0),
-    lambda y: STEEP_SLOPE * ((y - 0.5).abs() <= 0.5 / STEEP_SLOPE).to(y.dtype),
-    rf"steeper clipped identity: $F'(y) = {STEEP_SLOPE:g}\,\mathbb 1[\lvert y - 1/2 \rvert \le {0.5 / STEEP_SLOPE:g}]$")
-register_surrogate(
-    "approxsign", lambda y: (_approx_sign(_t(y)) + 1.0) / 2.0,
-    lambda y: 2.0 * (1.0 - _t(y).abs()).clamp_min(0.0),
-    r"ApproxSign (Bi-Real Net): $F'(y) = 2(1 - \lvert 2y - 1 \rvert)_+$")
-register_surrogate(
-    "swishsign", lambda y: (_swish_sign(_t(y)) + 1.0) / 2.0, lambda y: _swish_sign_grad(_t(y)),
-    rf"SwishSign (BNN+), $\beta = {SWISH_BETA:g}$: $F'(y) = \beta[2 - \beta t \tanh(\beta t/2)]/[1 + \cosh \beta t]$, $t = 2y - 1$")
+register_surrogate("steep", *_steep(STEEP_SLOPE))
+register_surrogate("approxsign", *_approxsign(APPROXSIGN_WIDTH))
+register_surrogate("swishsign", *_swishsign(SWISH_BETA))
+
+
+def surrogate_variant(family: str, value: float) -> str:
+    """Register the member of ``family`` (``steep``, ``approxsign``, ``swishsign``) with shape ``value``.
+
+    Returns its registry name, ``"<family>@<value>"`` (e.g. ``"swishsign@2"``), usable wherever a
+    surrogate name is (:func:`quant_act`, ``QuantNet(..., surrogate=)``). Idempotent.
+    """
+    if family not in SURROGATE_FAMILIES:
+        raise ValueError(f"unknown surrogate family {family!r}; allowed: {', '.join(SURROGATE_FAMILIES)}")
+    value = float(value)
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"the {SURROGATE_FAMILIES[family][0]} of {family} must be a finite number > 0, got {value}")
+    if family == "steep" and value < 1:
+        raise ValueError(f"the slope of steep must be >= 1 (1 is plain STE), got {value}")
+    name = f"{family}@{value:g}"
+    if name not in SURROGATES:
+        register_surrogate(name, *SURROGATE_FAMILIES[family][1](value))
+    return name
 
 
 def get_surrogate(name: str) -> Surrogate:
+    """The registered surrogate ``name``; ``family@value`` names are registered on first use."""
+    if name not in SURROGATES and "@" in name:
+        family, _, value = name.partition("@")
+        try:
+            surrogate_variant(family, float(value))
+        except ValueError as exc:
+            raise ValueError(f"bad surrogate name {name!r}: {exc}") from None
     if name not in SURROGATES:
         raise ValueError(f"unknown surrogate {name!r}; allowed: {', '.join(SURROGATES)} "
                          "(add one with flatminima.quantize.register_surrogate)")
@@ -153,7 +208,7 @@ def quant_act(y: torch.Tensor, levels: int | None, surrogate: str = "ste") -> to
         if surrogate != "ste":
             raise ValueError(f"full-precision activations have an exact gradient; surrogate must be 'ste', got {surrogate!r}")
         return y.clamp(0.0, 1.0)
-    if levels > 1 and surrogate != "ste":
+    if levels > 1 and s.name != "ste":
         raise ValueError(f"surrogate {surrogate!r} is defined for binary activations only; use 'ste' for levels={levels}")
     return _QuantAct.apply(y, levels, s.derivative)
 
@@ -198,14 +253,19 @@ def quant_mlp(widths: Sequence[int], *, levels: int | None, surrogate: str = "st
               bn_weight: float = 1.0, bn_bias: float = 0.0, seed: int | None = None) -> QuantNet:
     """MLP ``widths[0] -> hidden... -> widths[-1]`` with BN and quantised hidden activations.
 
-    ``bn_weight``/``bn_bias`` initialise every BN's :math:`\\gamma, \\beta` (the authors' code uses
+    ``seed`` fixes the init through a local generator (:func:`flatminima.models.build_seeded`;
+    torch's global random state is not touched). ``bn_weight``/``bn_bias`` initialise every BN's :math:`\\gamma, \\beta` (the authors' code uses
     1 and 0, so a binary unit fires when the normalised pre-activation exceeds 1/2).
     """
     widths = [int(w) for w in widths]
     if len(widths) < 3 or min(widths) < 1:
         raise ValueError(f"widths needs input, >= 1 hidden and output sizes, all positive; got {widths}")
-    if seed is not None:
-        torch.manual_seed(seed)
+    return build_seeded(lambda: _quant_mlp(widths, levels=levels, surrogate=surrogate, replicate=replicate,
+                                           bn_weight=bn_weight, bn_bias=bn_bias), seed)
+
+
+def _quant_mlp(widths: list[int], *, levels: int | None, surrogate: str, replicate: int, bn_weight: float,
+               bn_bias: float) -> QuantNet:
     ops, norms = [], []
     for a, b in zip(widths[:-2], widths[1:-1]):
         ops.append(nn.Linear(a if not ops else a * replicate, b))
@@ -229,8 +289,12 @@ def tiny_vgg7(*, in_channels: int = 3, num_classes: int = 10, channels: Sequence
     """
     if len(channels) != 5:
         raise ValueError(f"tiny VGG-7 has 5 quantised conv blocks; channels needs 5 sizes, got {tuple(channels)}")
-    if seed is not None:
-        torch.manual_seed(seed)
+    return build_seeded(lambda: _tiny_vgg7(in_channels, num_classes, channels, hidden, levels, surrogate, replicate),
+                        seed)
+
+
+def _tiny_vgg7(in_channels: int, num_classes: int, channels: Sequence[int], hidden: int, levels: int | None,
+               surrogate: str, replicate: int) -> QuantNet:
     ops, norms, pools = [], [], []
     c_in = in_channels
     for k, c in enumerate(channels):
@@ -298,7 +362,12 @@ def decouple(net: QuantNet, shift: float = 0.25) -> QuantNet:
     units: the BN is duplicated with :math:`\beta - 1/4` for the first half and :math:`\beta + 1/4` for the
     second, and the next layer's weights are copied to both input halves and divided by 2. Since
     :math:`\tfrac12(\mathbb 1[y \ge \tfrac34] + \mathbb 1[y \ge \tfrac14]) = Q_2(y)`, the returned binary net
-    (``levels=1``, ``replicate=2``) computes exactly the function of ``net``. ``net`` is not changed.
+    (``levels=1``, ``replicate=2``) computes the function of ``net``: exactly in exact arithmetic. In
+    floating point the identity of the quantisers holds for every float :math:`y` (:func:`quantize` is
+    exact on its thresholds), but the decoupled net computes :math:`y \pm 1/4` through shifted BN
+    biases and halved weights, which round; a unit within a few ulps of a threshold can then flip
+    (rare in float32, far rarer in float64: the claim checks the outputs in float64). ``net`` is not
+    changed.
     """
     if net.levels != 2 or net.replicate != 1:
         raise ValueError(f"decouple needs a coupled ternary net (levels=2, replicate=1); got levels={net.levels}, "
