@@ -128,17 +128,16 @@ def test_aggregate_builds_a_record_with_parts_headline_and_preregistration(tmp_p
     assert read_results(write_results(record, tmp_path))["verdict"] == "reproduced"
 
 
-def test_cpu_preset_meets_part_b_preregistration_and_states_part_a_shortfall():
+def test_cpu_preset_meets_both_preregistrations():
     from flatminima.stats import check_seeds, seeds_for_power
 
     p = gm.Params.from_preset("cpu")
     assert p.part_b_seeds >= gm.PREREGISTRATION_B["seeds_needed"]
     need_a = gm.PREREGISTRATION["seeds_needed"]
     assert need_a == seeds_for_power(gm.SMALLEST_EFFECT_A, gm.PREREGISTRATION["pilot"]["sd"])
-    if p.part_a_seeds < need_a:  # the budget cannot buy 80% power at the smallest effect: it must say so
-        assert f"{need_a} Part A seeds" in gm.PREREGISTRATION["budget_note"]
-        assert f"uses {p.part_a_seeds}" in gm.PREREGISTRATION["budget_note"]
-        assert check_seeds(gm.PREREGISTRATION, p.part_a_seeds)
+    assert p.part_a_seeds >= need_a and check_seeds(gm.PREREGISTRATION, p.part_a_seeds) == ""
+    assert f"{need_a} Part A seeds" in gm.PREREGISTRATION["budget_note"]
+    assert f"uses {p.part_a_seeds}" in gm.PREREGISTRATION["budget_note"]
 
 
 def test_seeds_shift_both_parts_and_stay_disjoint_from_the_pilots():

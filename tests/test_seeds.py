@@ -64,8 +64,8 @@ def test_default_seeds_are_zero_to_num_seeds_and_explicit_seeds_set_the_count():
 
 @pytest.mark.parametrize("claim", list(CLAIMS))
 def test_every_claim_takes_seeds_and_records_the_list(claim):
-    p = resolve(claim, "smoke", {"seeds": "100-101"})
-    assert p.seeds == (100, 101) and p.to_dict()["seeds"] == [100, 101]
+    p = resolve(claim, "smoke", {"seeds": "100-104"})
+    assert p.seeds == (100, 101, 102, 103, 104) and p.to_dict()["seeds"] == [100, 101, 102, 103, 104]
 
 
 def test_cached_seeds_are_reused_and_only_missing_seeds_run(tmp_path, monkeypatch):

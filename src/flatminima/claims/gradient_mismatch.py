@@ -82,9 +82,9 @@ class Params(ClaimParams):
                   "batch_size": 256, "num_epochs": 120, "finetune_epochs": 40},
     }
 
-    num_seeds: int = param(12, "number of seeds (Part A uses the first part_a_seeds, Part B the first part_b_seeds)",
+    num_seeds: int = param(23, "number of seeds (Part A uses the first part_a_seeds, Part B the first part_b_seeds)",
                            low=2, high=200)
-    part_a_seeds: int = param(12, "Part A: how many of the seeds (the first ones) Part A uses", low=1, high=200)
+    part_a_seeds: int = param(23, "Part A: how many of the seeds (the first ones) Part A uses", low=1, high=200)
     part_b_seeds: int = param(6, "Part B: how many of the seeds (the first ones) Part B uses", low=1, high=200)
     # Part A: gradient mismatch in a teacher-student MLP
     input_dim: int = param(16, "Part A: input dimension D of the Gaussian teacher-student task", low=1)
@@ -488,10 +488,10 @@ PREREGISTRATION = preregister(
     pilot={"sd": 0.186, "n": 6, "source": "pilot on held-out seeds 500-505 at the cpu preset with the tuned "
            "shapes (benchmarks/pilot_gradient_mismatch.py): D = 0.232, per-seed sd 0.186"})
 PREREGISTRATION["budget_note"] = (
-    f"80% power at the smallest effect 0.1 needs {PREREGISTRATION['seeds_needed']} Part A seeds, about "
-    f"{PREREGISTRATION['seeds_needed'] * 23 / 60:.0f} CPU-minutes, beyond the chapter's 7-minute budget; the cpu preset "
-    f"uses 12 (power {power_t(0.1, 0.186, 12):.2f} at D = 0.1, {power_t(0.232, 0.186, 12):.2f} at the pilot's D = 0.232), "
-    "so a null result at the cpu preset is weak evidence and its record carries the power warning.")
+    f"80% power at the smallest effect {SMALLEST_EFFECT_A:g} needs {PREREGISTRATION['seeds_needed']} Part A seeds "
+    f"(about {PREREGISTRATION['seeds_needed'] * 23 / 60:.0f} CPU-minutes); the cpu preset uses "
+    f"{Params().part_a_seeds} (power {power_t(SMALLEST_EFFECT_A, 0.186, Params().part_a_seeds):.2f} at D = "
+    f"{SMALLEST_EFFECT_A:g}, {power_t(0.232, 0.186, Params().part_a_seeds):.2f} at the pilot's D = 0.232).")
 PREREGISTRATION_B = preregister(
     primary="Part B: gain = test accuracy(BinaryDuo) - accuracy(binary baseline), points",
     smallest_effect=SMALLEST_EFFECT_B, test="one-sided t-test and TOST (stats.decide)",

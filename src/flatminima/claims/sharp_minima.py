@@ -93,7 +93,7 @@ class Params(ClaimParams):
                             low=1, high=100000)
     end_patience: int = param(10, "end of training: epochs without the training loss falling by 1e-4 (0: no end point)",
                               low=0, high=10000)
-    num_seeds: int = param(10, "number of seeds (initial points and data orders)", low=1, high=100)
+    num_seeds: int = param(16, "number of seeds (initial points and data orders)", low=1, high=100)
     hessian_samples: int = param(0, "training samples used for curvature measures, 0 for all", low=0)
     lanczos_tol: float = param(1e-3, "relative error bound at which Lanczos stops", low=0.0,
                                low_inclusive=False, high=0.5)
@@ -149,7 +149,7 @@ PREREGISTRATION = preregister(
     smallest_effect=SMALLEST_EFFECT,
     test="one-sided paired t-test (reproduced) and TOST against +-log 1.25 (not reproduced), stats.decide",
     pilot={"sd": 0.150, "n": 8,
-           "source": "pilot at the cpu preset on seeds 500-507, disjoint from the verdict seeds 0-9: sample sd "
+           "source": "pilot at the cpu preset on seeds 500-507, disjoint from the verdict seeds: sample sd "
                      "of the per-seed log(lambda_N LB/SB) at loss 0.003 (run_seeds + aggregate, 2026-12-01; the "
                      "pilot also raised dinh_alpha from 5 to 10, since alpha = 5 moved lambda_max by only 4.2x "
                      "in 4 of 8 pilot seeds)"},
