@@ -260,8 +260,6 @@ def test_case5_second_run_into_a_busy_folder_exits_at_once_naming_the_holder(toy
 
 # ----------------------------------------------------------------------------- case 6: sharp-minima KeyError
 @pytest.mark.notebooks
-@pytest.mark.skipif(not os.environ.get("FLATMINIMA_SLOW_CATALOGUE"),
-                    reason="executes sharp-minima at smoke (minutes of CPU); set FLATMINIMA_SLOW_CATALOGUE=1")
 def test_case6_sharp_minima_with_no_threshold_reached_is_inconclusive(capsys, tmp_path, project_root):
     rc, stdout, stderr = run_cli(capsys, "run", "sharp-minima", "--preset", "smoke", "-p", "lr", "9",
                                  "--device", "cpu", "--root", str(project_root), "--out", str(tmp_path / "o"))

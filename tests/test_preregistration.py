@@ -110,3 +110,10 @@ def test_statistic_on_the_log_scale_is_a_geometric_mean_with_log_se():
     assert st["value"] == pytest.approx(4.0)
     assert st["se"] == pytest.approx(np.std(logs, ddof=1) / math.sqrt(3))
     assert st["ci_low"] < 4.0 < st["ci_high"] and st["n"] == 3
+
+
+def test_statistic_without_any_finite_value_is_missing_not_an_error():
+    st = statistic("ratio", [math.nan, math.inf], scale="log")
+    assert st["n"] == 0 and math.isnan(st["value"]) and math.isnan(st["se"])
+    ok = statistic("x", [1.0, math.nan, 3.0])  # non-finite seeds are left out of the mean and the se
+    assert ok["n"] == 2 and ok["value"] == 2.0 and ok["se"] == pytest.approx(1.0)

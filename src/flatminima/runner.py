@@ -564,8 +564,10 @@ def run_claims(claims: list[str] | None = None, *, root: Path, preset: str = "cp
     root = Path(root)
     out = Path(out_dir) if out_dir else root / "book" / "generated"
     check_writable(out)
-    # the cores are shared between the notebooks running at once
-    workers = max(1, (os.cpu_count() or 1) // max(1, min(jobs, len(claims))))
+    # every notebook may use every core for its seeds: notebooks that run at once then share the cores
+    # by time-slicing single-threaded processes (cheap), and the last notebook left running still uses
+    # them all (splitting the cores between notebooks left one core idle at the end of `make book`)
+    workers = os.cpu_count() or 1
 
     def one(claim: str) -> RunOutcome:
         if _stop.is_set():
@@ -581,8 +583,9 @@ def run_claims(claims: list[str] | None = None, *, root: Path, preset: str = "cp
         # take a signal and kill the kernels
         pool = ThreadPoolExecutor(max_workers=min(jobs, len(claims)))
         try:
-            futures = [pool.submit(one, c) for c in claims]
-            outcomes = [f.result() for f in futures]
+            # longest first (by the last published runtime), so the slowest chapter does not start last
+            futures = {c: pool.submit(one, c) for c in sorted(claims, key=lambda c: -_last_runtime(out, c))}
+            outcomes = [futures[c].result() for c in claims]
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
         for connection_file in _leftover_connection_files():
@@ -590,6 +593,15 @@ def run_claims(claims: list[str] | None = None, *, root: Path, preset: str = "cp
     if sig.signum is not None:
         raise Interrupted(sig.signum, outcomes, out)
     return outcomes
+
+
+def _last_runtime(out_dir: Path, claim: str) -> float:
+    """Seconds the last published run of ``claim`` in ``out_dir`` took (0 when there is none)."""
+    try:
+        value = json.loads((out_dir / "results" / f"{claim}.json").read_text(encoding="utf-8")).get("runtime_s")
+        return float(value) if isinstance(value, (int, float)) else 0.0
+    except (OSError, ValueError, AttributeError):
+        return 0.0
 
 
 def _leftover_connection_files() -> list[str]:

@@ -309,8 +309,13 @@ def statistic(label: str, x, *, scale: str = "linear", confidence: float = 0.95)
     """
     if scale not in ("linear", "log"):
         raise ValueError(f"scale must be 'linear' or 'log', got {scale!r}")
-    ci = mean_ci(np.asarray(x, dtype=float)[np.isfinite(np.asarray(x, dtype=float))], confidence)
-    se = float(np.std(np.asarray(x, dtype=float), ddof=1) / np.sqrt(ci.n)) if ci.n > 1 else math.nan
+    x = np.asarray(x, dtype=float).ravel()
+    x = x[np.isfinite(x)]
+    if x.size == 0:  # nothing measured (e.g. no run reached the comparison point): a missing value, not an error
+        return {"label": label, "value": math.nan, "ci_low": math.nan, "ci_high": math.nan, "se": math.nan,
+                "n": 0, "scale": scale}
+    ci = mean_ci(x, confidence)
+    se = float(np.std(x, ddof=1) / np.sqrt(ci.n)) if ci.n > 1 else math.nan
     f = math.exp if scale == "log" else float
     return {"label": label, "value": f(ci.estimate), "ci_low": f(ci.low), "ci_high": f(ci.high),
             "se": se, "n": ci.n, "scale": scale}

@@ -172,7 +172,10 @@ def verify(claims: list[str] | None, *, root: Path, preset: str = "cpu", seeds_f
     for c in claims:  # every re-run validated before any work
         resolve(c, preset, plan[c])
 
-    workers = max(1, (os.cpu_count() or 1) // max(1, min(jobs, len(claims))))
+    # every notebook may use every core for its seeds: notebooks that run at once then share the cores
+    # by time-slicing single-threaded processes (cheap), and the last notebook left running still uses
+    # them all (splitting the cores between notebooks left one core idle at the end of `make book`)
+    workers = os.cpu_count() or 1
 
     def one(claim: str) -> list[Check]:
         if runner._stop.is_set():

@@ -448,7 +448,8 @@ def summarize(ratios: pd.DataFrame, params: Params) -> pd.DataFrame:
             ci = mean_ci(gap)
             rows.append({"point": point, "measure": "test_acc_gap (SB-LB)", "LB/SB": ci.estimate, "low": ci.low,
                          "high": ci.high, "LB sharper": float((gap > 0).mean()), "pairs": len(gap)})
-    return pd.DataFrame(rows)
+    # the columns exist even when no pair reached any point (e.g. a divergent lr): the verdict is then inconclusive
+    return pd.DataFrame(rows, columns=["point", "measure", "LB/SB", "low", "high", "LB sharper", "pairs"])
 
 
 PAPER = {"keskar": "Keskar et al. Table 3, F1 on MNIST: eps-sharpness 1.23 (SB) vs 205 (LB) at eps=1e-3, ratio 167",
