@@ -188,7 +188,8 @@ async () => {
   const stray = [...art.querySelectorAll('.cell_output .output.text_plain')]
       .map(e => e.textContent.trim()).filter(t => /^(['"])[^\n]*\1$/.test(t) || /^\w*Params\(/.test(t) || t === 'None')
       .map(t => t.slice(0, 80));
-  const codeLines = [...art.querySelectorAll('.cell_input')].filter(e => e.offsetHeight > 0)
+  // code inside a closed <details> (hide-input) is not shown, although Chromium still lays it out
+  const codeLines = [...art.querySelectorAll('.cell_input')].filter(e => e.offsetHeight > 0 && !e.closest('details:not([open])'))
       .reduce((n, e) => n + e.textContent.trim().split('\n').length, 0);
   const tables = [...art.querySelectorAll('.cell_output table')].map(t => ({
       index: !!t.querySelector('tbody tr > th:first-child'),

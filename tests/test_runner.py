@@ -219,6 +219,8 @@ def test_published_chapter_ends_with_its_provenance_and_gets_an_install_cell_onl
     nb = nbformat.read(out / "toy.ipynb", as_version=4)
     assert nb.cells[-1].metadata["flatminima"]["role"] == "provenance"
     assert "cpu" in nb.cells[-1].source
+    params_cells = [c for c in nb.cells if {"parameters", "injected-parameters"} & set(c.metadata.get("tags", []))]
+    assert params_cells and all("hide-input" in c.metadata["tags"] for c in params_cells)
     assert not any((c.metadata.get("flatminima") or {}).get("role") == "install" for c in nb.cells)
     (toy_root / "_config.yml").write_text("repository:\n  url: https://github.com/example/flatminima\n")
     run_claim("toy", root=toy_root, preset="smoke", out_dir=out, device="cpu", force=True)

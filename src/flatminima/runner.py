@@ -497,11 +497,16 @@ def repository_url(root: Path) -> str:
 
 
 def _finish_page(nb: nbformat.NotebookNode, record: dict[str, Any], root: Path) -> None:
-    """What the executed chapter gains for the book: the provenance box, and (with a repository
-    URL) a hidden first cell that installs the library when the notebook is opened in Colab."""
+    """What the executed chapter gains for the book: the provenance box, its parameter cells folded
+    (``hide-input``), and (with a repository URL) a hidden first cell that installs the library when
+    the notebook is opened in Colab."""
     from .book import add_provenance_cell, colab_install_cell
 
     add_provenance_cell(nb, record)
+    for cell in nb.cells:  # the parameter cells are there for papermill and re-runs; readers get them folded
+        tags = cell.get("metadata", {}).get("tags", [])
+        if cell.cell_type == "code" and {"parameters", "injected-parameters"} & set(tags) and "hide-input" not in tags:
+            cell.metadata["tags"] = [*tags, "hide-input"]
     url = repository_url(root)
     if url and not any((c.get("metadata", {}).get("flatminima") or {}).get("role") == "install" for c in nb.cells):
         nb.cells.insert(0, colab_install_cell(url))

@@ -144,24 +144,24 @@ GAP_SMALLEST_EFFECT = 0.01
 about 1-5 points on their networks)."""
 
 PREREGISTRATION = preregister(
-    primary="mean over seeds of log(lambda_N LB / lambda_N SB) at the smallest loss threshold "
-            "(lambda_N = lambda_max(|theta| H |theta|), invariant to layer-wise and per-neuron rescalings)",
+    primary="mean over seeds of log($\\lambda_N$ LB / $\\lambda_N$ SB) at the smallest loss threshold "
+            "($\\lambda_N$ = $\\lambda_\\max$(|theta| H |theta|), invariant to layer-wise and per-neuron rescalings)",
     smallest_effect=SMALLEST_EFFECT,
     test="one-sided paired t-test (reproduced) and TOST against +-log 1.25 (not reproduced), stats.decide",
     pilot={"sd": 0.150, "n": 8,
            "source": "pilot at the cpu preset on seeds 500-507, disjoint from the verdict seeds: sample sd "
-                     "of the per-seed log(lambda_N LB/SB) at loss 0.003 (run_seeds + aggregate, 2026-12-01; the "
-                     "pilot also raised dinh_alpha from 5 to 10, since alpha = 5 moved lambda_max by only 4.2x "
+                     "of the per-seed log($\\lambda_N$ LB/SB) at loss 0.003 (run_seeds + aggregate, 2026-12-01; the "
+                     "pilot also raised dinh_alpha from 5 to 10, since alpha = 5 moved $\\lambda_\\max$ by only 4.2x "
                      "in 4 of 8 pilot seeds)"},
 )
 
 CRITERION = (
     "Three pre-registered parts, combined with stats.combine (all reproduced: reproduced; any not reproduced: "
-    "not reproduced; else inconclusive). A: per seed x = log(lambda_N LB/SB) at the smallest loss threshold, "
+    "not reproduced; else inconclusive). A: per seed x = log($\\lambda_N$ LB/SB) at the smallest loss threshold, "
     f"decided by stats.decide with smallest effect log 1.25; B: per seed x = SB - LB test accuracy at the same "
     f"threshold, smallest effect {GAP_SMALLEST_EFFECT:g}; C: the rescaling control: in every seed a layer-wise "
     f"and a random per-neuron rescaling of the SB network change the logits by < {FUNCTION_TOLERANCE:g} "
-    f"(relative) and lambda_N by < {DINH_TOLERANCE:g} relative, while lambda_max moves by > "
+    f"(relative) and $\\lambda_N$ by < {DINH_TOLERANCE:g} relative, while $\\lambda_\\max$ moves by > "
     f"{DINH_MIN_FACTOR:g}x (reproduced if so, inconclusive otherwise: a failed control voids the measure). "
     "A seed that misses the smallest threshold in either regime counts as missing.")
 
@@ -468,28 +468,28 @@ def aggregate(params: Params, records: list[dict[str, Any]]) -> dict[str, Any]:
     x_b = r.test_acc_gap.to_numpy(dtype=float)
     n_missing = int((~r.both_reached).sum())
     miss = f" ({n_missing} of {len(r)} seeds missed loss {primary} in a regime)" if n_missing else ""
-    dec_a = decide(x_a, smallest_effect=SMALLEST_EFFECT, label=f"mean log(lambda_N LB/SB) at loss {primary}")
+    dec_a = decide(x_a, smallest_effect=SMALLEST_EFFECT, label=f"mean log($\\lambda_N$ LB/SB) at loss {primary}")
     dec_b = decide(x_b, smallest_effect=GAP_SMALLEST_EFFECT, label=f"mean SB-LB test accuracy at loss {primary}")
     controls = [control_summary(rec["control"]) for rec in records if rec.get("control")]
     c_pass = bool(controls) and all(c["passes"] for c in controls) and len(controls) == len(records)
     log_factor = np.log([c["lambda_max_factor"] for c in controls]) if controls else np.array([])
     c_reason = (f"in {sum(c['passes'] for c in controls)} of {len(records)} seeds the layer-wise and per-neuron "
                 f"rescalings kept the function (largest logit change "
-                f"{max((c['logit_change'] for c in controls), default=math.nan):.1g}) and lambda_N (largest relative change "
+                f"{max((c['logit_change'] for c in controls), default=math.nan):.1g}) and $\\lambda_N$ (largest relative change "
                 f"{max((c['lambda_N_rel_change'] for c in controls), default=math.nan):.1g}) while lambda_max moved by "
                 f"{min((c['lambda_max_factor'] for c in controls), default=math.nan):.3g}x or more; lambda_R moved by up to "
                 f"{max((c['lambda_R_rel_change'] for c in controls), default=math.nan):.2g} relative")
     parts = [
-        {"name": "A: LB sharper under lambda_N", "outcome": dec_a.outcome, "reason": dec_a.reason + miss,
-         "statistic": statistic(f"LB/SB lambda_N at loss {primary} (geometric mean)", x_a, scale="log")},
+        {"name": "A: LB sharper under $\\lambda_N$", "outcome": dec_a.outcome, "reason": dec_a.reason + miss,
+         "statistic": statistic(f"LB/SB $\\lambda_N$ at loss {primary} (geometric mean)", x_a, scale="log")},
         {"name": "B: SB generalizes better", "outcome": dec_b.outcome, "reason": dec_b.reason + miss,
          "statistic": statistic(f"SB - LB test accuracy at loss {primary}", x_b)},
         {"name": "C: rescaling control", "outcome": "reproduced" if c_pass else "inconclusive", "reason": c_reason,
-         "statistic": statistic("factor by which the rescalings move lambda_max (geometric mean)", log_factor,
+         "statistic": statistic("factor by which the rescalings move $\\lambda_\\max$ (geometric mean)", log_factor,
                                 scale="log")},
     ]
     verdict = combine(p["outcome"] for p in parts)
-    headline = statistic(f"LB/SB invariant sharpness lambda_N at train loss {primary} (geometric mean)", x_a,
+    headline = statistic(f"LB/SB invariant sharpness $\\lambda_N$ at train loss {primary} (geometric mean)", x_a,
                          scale="log")
 
     def ratio_of(measure: str, point: str) -> dict[str, Any]:
@@ -508,7 +508,7 @@ def aggregate(params: Params, records: list[dict[str, Any]]) -> dict[str, Any]:
          "ours_end": ratio_of("lambda_R", END).get("LB/SB", math.nan)},
     ]
     headline["paper"] = (f"same measure, paper vs ours: Keskar phi LB/SB (eps={params.keskar_eps[0]:g}) 167 "
-                         f"(Keskar et al. Table 3, F1: 205 vs 1.23) vs {comparison[0]['ours_matched']:.3g}; lambda_R: "
+                         f"(Keskar et al. Table 3, F1: 205 vs 1.23) vs {comparison[0]['ours_matched']:.3g}; $\\lambda_R$: "
                          f"'LB sharper' (Rangamani et al., no ratio given) vs {comparison[2]['ours_matched']:.3g}; "
                          f"lambda_N (this headline): no published value")
     return {"table": table, "ratios": ratios, "summary": summary, "parts": parts, "verdict": verdict,

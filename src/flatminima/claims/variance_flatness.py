@@ -402,7 +402,7 @@ def run_sweep(params: Params, device: torch.device) -> pd.DataFrame:
 def criterion_text(params: Params) -> str:
     lo, hi = params.psi_band
     return (f"Part A (inverse relation): the per-seed effect min(psi - {lo:g}, {hi:g} - psi), psi minus the OLS slope "
-            f"of log sigma_i^2 on log F_i over components {params.fit_components[0]}-{params.fit_components[1]} of the "
+            f"of $\\log \\sigma_i^2$ on $\\log F_i$ over components {params.fit_components[0]}-{params.fit_components[1]} of the "
             f"{params.window_epochs}-epoch window, is decided by stats.decide with smallest effect "
             f"{SMALLEST_EFFECT_A}; it can only be reproduced if Spearman rho < {params.rho_max:g} in every seed "
             f"(otherwise not reproduced). Part B (equilibrium control): the per-seed slope of the stationary "
@@ -462,12 +462,12 @@ def aggregate(params: Params, records: list[dict[str, Any]]) -> dict[str, Any]:
     }
     parts = [
         {"name": "Part A: inverse relation under SGD", "outcome": outcome_a, "reason": reason_a,
-         "statistic": statistic(f"min(psi - {lo:g}, {hi:g} - psi)", effect_a)},
+         "statistic": statistic(f"min($\\psi$ - {lo:g}, {hi:g} - $\\psi$)", effect_a)},
         {"name": "Part B: equilibrium control of the opposite sign", "outcome": outcome_b, "reason": reason_b,
-         "statistic": statistic("control slope of log sigma^2 on log F", slope_c)},
+         "statistic": statistic("control slope of $\\log \\sigma^2$ on $\\log F$", slope_c)},
     ]
     return {"verdict": verdict, "statistics": stats, "parts": parts,
-            "headline": statistic("psi in sigma_i^2 ~ F_i^-psi (SGD)", psi)}
+            "headline": statistic("$\\psi$ in $\\sigma_i^2 \\propto F_i^{-\\psi}$ (SGD)", psi)}
 
 
 def make_results(params: Params, records: list[dict[str, Any]], sweep: pd.DataFrame | None, device, *,
