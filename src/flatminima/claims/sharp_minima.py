@@ -476,11 +476,11 @@ def aggregate(params: Params, records: list[dict[str, Any]]) -> dict[str, Any]:
     c_reason = (f"in {sum(c['passes'] for c in controls)} of {len(records)} seeds the layer-wise and per-neuron "
                 f"rescalings kept the function (largest logit change "
                 f"{max((c['logit_change'] for c in controls), default=math.nan):.1g}) and $\\lambda_N$ (largest relative change "
-                f"{max((c['lambda_N_rel_change'] for c in controls), default=math.nan):.1g}) while lambda_max moved by "
-                f"{min((c['lambda_max_factor'] for c in controls), default=math.nan):.3g}x or more; lambda_R moved by up to "
+                f"{max((c['lambda_N_rel_change'] for c in controls), default=math.nan):.1g}) while $\\lambda_\\max$ moved by "
+                f"{min((c['lambda_max_factor'] for c in controls), default=math.nan):.3g}x or more; $\\lambda_R$ moved by up to "
                 f"{max((c['lambda_R_rel_change'] for c in controls), default=math.nan):.2g} relative")
     parts = [
-        {"name": "A: LB sharper under $\\lambda_N$", "outcome": dec_a.outcome, "reason": dec_a.reason + miss,
+        {"name": "A: LB sharper under the neuron-wise invariant sharpness", "outcome": dec_a.outcome, "reason": dec_a.reason + miss,
          "statistic": statistic(f"LB/SB $\\lambda_N$ at loss {primary} (geometric mean)", x_a, scale="log")},
         {"name": "B: SB generalizes better", "outcome": dec_b.outcome, "reason": dec_b.reason + miss,
          "statistic": statistic(f"SB - LB test accuracy at loss {primary}", x_b)},
@@ -510,7 +510,7 @@ def aggregate(params: Params, records: list[dict[str, Any]]) -> dict[str, Any]:
     headline["paper"] = (f"same measure, paper vs ours: Keskar phi LB/SB (eps={params.keskar_eps[0]:g}) 167 "
                          f"(Keskar et al. Table 3, F1: 205 vs 1.23) vs {comparison[0]['ours_matched']:.3g}; $\\lambda_R$: "
                          f"'LB sharper' (Rangamani et al., no ratio given) vs {comparison[2]['ours_matched']:.3g}; "
-                         f"lambda_N (this headline): no published value")
+                         f"$\\lambda_N$ (this headline): no published value")
     return {"table": table, "ratios": ratios, "summary": summary, "parts": parts, "verdict": verdict,
             "headline": headline, "decisions": {"A": dec_a.to_dict(), "B": dec_b.to_dict()},
             "controls": controls, "comparison": comparison, "primary_point": primary}
