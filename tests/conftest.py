@@ -51,3 +51,33 @@ def smoke_project(tmp_path_factory) -> Path:
                     f"{proc.stdout[-5000:]}\n{proc.stderr[-5000:]}")
     root.joinpath("run.log").write_text(proc.stdout)
     return root
+
+
+def write_toy_project(root: Path, monkeypatch, *, claim: str, module: str, source: str, parameters: str,
+                      body: str) -> Path:
+    """A minimal project under ``root`` with one toy claim registered for the test only.
+
+    ``source`` is the claim module (importable as ``module``), ``parameters`` the notebook's
+    papermill parameters cell and ``body`` the cell after it. The library's source hash is
+    pinned, so edits elsewhere in the package do not change the toy's inputs hash.
+    """
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    from flatminima import presets, runner
+
+    (root / "_toc.yml").write_text("root: intro\n")
+    (root / "notebooks").mkdir()
+    pkg = root / "pkg"
+    pkg.mkdir()
+    (pkg / f"{module}.py").write_text(source)
+    nb = new_notebook(cells=[new_code_cell(parameters, metadata={"tags": ["parameters"]}),
+                             new_code_cell(f"import sys; sys.path.insert(0, {str(pkg)!r})\n" + body)])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, root / "notebooks" / f"{claim}.ipynb")
+    monkeypatch.syspath_prepend(str(pkg))
+    monkeypatch.setitem(presets.CLAIMS, claim, module)
+    monkeypatch.setattr(runner, "package_source_hash", lambda: "pinned")
+    sys.modules.pop(module, None)
+    return root
+

@@ -10,10 +10,11 @@ import textwrap
 
 import nbformat
 import pytest
-from nbformat.v4 import new_code_cell, new_notebook
 
 from flatminima import presets, runner
 from flatminima.runner import find_root, inputs_hash, run_claim
+
+from .conftest import write_toy_project
 
 TOY_MODULE = '''
 from dataclasses import dataclass
@@ -87,21 +88,8 @@ TOY_BODY = textwrap.dedent('''\
 
 @pytest.fixture()
 def toy_root(tmp_path, monkeypatch):
-    (tmp_path / "_toc.yml").write_text("root: intro\n")
-    (tmp_path / "notebooks").mkdir()
-    pkg = tmp_path / "pkg"
-    pkg.mkdir()
-    (pkg / "toyclaim.py").write_text(TOY_MODULE)
-    nb = new_notebook(cells=[new_code_cell(TOY_PARAMETERS, metadata={"tags": ["parameters"]}),
-                             new_code_cell(f"import sys; sys.path.insert(0, {str(pkg)!r})\n" + TOY_BODY)])
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(nb, tmp_path / "notebooks" / "toy.ipynb")
-    monkeypatch.syspath_prepend(str(pkg))
-    monkeypatch.setitem(presets.CLAIMS, "toy", "toyclaim")
-    # the library's own source is part of the inputs hash; pin it so edits elsewhere do not interfere
-    monkeypatch.setattr(runner, "package_source_hash", lambda: "pinned")
-    sys.modules.pop("toyclaim", None)
-    return tmp_path
+    return write_toy_project(tmp_path, monkeypatch, claim="toy", module="toyclaim", source=TOY_MODULE,
+                             parameters=TOY_PARAMETERS, body=TOY_BODY)
 
 
 def test_unchanged_inputs_are_reused_and_changed_ones_rerun(toy_root):

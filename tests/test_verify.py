@@ -3,17 +3,16 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 import textwrap
 
-import nbformat
 import numpy as np
 import pytest
-from nbformat.v4 import new_code_cell, new_notebook
 
 from flatminima import cli, presets, runner
 from flatminima.stats import statistic
 from flatminima.verify import compare_records, compare_statistic, rerun_overrides
+
+from .conftest import write_toy_project
 
 
 def record(verdict="reproduced", values=(1.0, 1.2, 0.9, 1.1, 1.0), scale="linear", parts=True):
@@ -127,19 +126,8 @@ TOY_BODY = textwrap.dedent('''\
 
 @pytest.fixture()
 def vtoy_root(tmp_path, monkeypatch):
-    (tmp_path / "_toc.yml").write_text("root: intro\n")
-    (tmp_path / "notebooks").mkdir()
-    pkg = tmp_path / "pkg"
-    pkg.mkdir()
-    (pkg / "vtoyclaim.py").write_text(TOY_MODULE)
-    nb = new_notebook(cells=[new_code_cell(TOY_PARAMETERS, metadata={"tags": ["parameters"]}),
-                             new_code_cell(f"import sys; sys.path.insert(0, {str(pkg)!r})\n" + TOY_BODY)])
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(nb, tmp_path / "notebooks" / "vtoy.ipynb")
-    monkeypatch.syspath_prepend(str(pkg))
-    monkeypatch.setitem(presets.CLAIMS, "vtoy", "vtoyclaim")
-    monkeypatch.setattr(runner, "package_source_hash", lambda: "pinned")
-    sys.modules.pop("vtoyclaim", None)
+    write_toy_project(tmp_path, monkeypatch, claim="vtoy", module="vtoyclaim", source=TOY_MODULE,
+                      parameters=TOY_PARAMETERS, body=TOY_BODY)
     outcome = runner.run_claim("vtoy", root=tmp_path, preset="cpu", device="cpu")  # publish
     assert outcome.status == "ran", outcome.error
     return tmp_path
