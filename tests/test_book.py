@@ -369,10 +369,10 @@ def test_dashboard_shows_each_claims_verdict_and_each_parts_outcome(built_book, 
     rows = page.locator("table.dashboard tbody tr")
     assert rows.count() == len(CLAIMS)
     for claim, record in records(book_project).items():
-        row = rows.filter(has=page.locator(f"a[href*='{claim}']"))
+        row = rows.filter(has=page.locator(f"a[href^='{claim}']"))
         assert row.count() == 1
         assert record["verdict"] in row.inner_text()
-        section = page.locator("section").filter(has=page.locator(f"h3 + p a[href*='{claim}']")).last
+        section = page.locator("section").filter(has=page.locator(f"h3 + p a[href^='{claim}']")).last
         text = " ".join(section.text_content().split())  # provenance is in a collapsed box
         for part in record.get("parts") or []:
             line = section.locator("li").filter(has_text=part["name"]).first
@@ -386,8 +386,8 @@ def test_dashboard_keeps_claim_and_verdict_visible_on_a_phone(built_book, server
     page = context.new_page()
     page.goto(f"{server}/book/generated/dashboard.html")
     for claim, record in records(book_project).items():
-        row = page.locator("table.dashboard tbody tr").filter(has=page.locator(f"a[href*='{claim}']"))
-        for el in (row.locator(f"a[href*='{claim}']"), row.locator(".sd-badge").first):
+        row = page.locator("table.dashboard tbody tr").filter(has=page.locator(f"a[href^='{claim}']"))
+        for el in (row.locator(f"a[href^='{claim}']"), row.locator(".sd-badge").first):
             box = el.bounding_box()
             assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 391, \
                 f"{claim}: claim or verdict off-screen at 390 px ({box})"
@@ -407,3 +407,37 @@ def test_every_chapter_and_the_dashboard_show_provenance(measured, book_project)
     for rel in ["book/generated/dashboard.html", *(f"book/generated/{c}.html" for c in CLAIMS)]:
         text = measured["desktop"][rel]["text"]
         assert "Provenance" in text, f"{rel}: no provenance box"
+
+
+def paper_records(book_project: Path) -> dict[str, dict]:
+    folder = book_project / "book" / "generated" / "paper" / "results"
+    return {c: json.loads((folder / f"{c}.json").read_text()) for c in CLAIMS if (folder / f"{c}.json").is_file()}
+
+
+def test_dashboard_has_a_paper_preset_column_with_each_run_or_why_not(built_book, server, browser, book_project):
+    page = browser.new_page()
+    page.goto(f"{server}/book/generated/dashboard.html")
+    headers = [h.strip() for h in page.locator("table.dashboard thead th").all_inner_texts()]
+    assert headers[-1] == "Ours at the paper preset", headers
+    published = paper_records(book_project)
+    for claim in CLAIMS:
+        cell = page.locator("table.dashboard tbody tr").filter(has=page.locator(f"a[href^='{claim}']")).locator("td").last
+        text = " ".join(cell.inner_text().split())
+        if claim in published:
+            assert published[claim]["verdict"] in text, f"{claim}: paper-preset verdict not in its cell ({text})"
+            assert cell.locator(f"a[href='paper/{claim}.html']").count() == 1, f"{claim}: no link to the paper-preset chapter"
+        else:
+            assert text.startswith("not run here ("), f"{claim}: a claim without a paper run must say why ({text})"
+    section = " ".join(page.locator("section#at-the-paper-preset").inner_text().split())
+    for claim, rec in published.items():
+        assert f"{len(rec['seeds'])} seeds" in section, f"{claim}: the paper run's seeds are not stated"
+    page.close()
+
+
+def test_every_paper_preset_chapter_is_built_with_its_provenance(built_book, measured, book_project):
+    for claim, rec in paper_records(book_project).items():
+        rel = f"book/generated/paper/{claim}.html"
+        assert rel in measured["desktop"], f"{claim}: the paper-preset chapter was not built"
+        assert "Provenance" in measured["desktop"][rel]["text"], f"{rel}: no provenance box"
+        html = " ".join((built_book / rel).read_text(encoding="utf-8").split())  # the box is collapsed
+        assert f"paper preset, {len(rec['seeds'])} seeds" in html, f"{rel}: the provenance does not name the paper run"

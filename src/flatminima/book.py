@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime
 import re
+from dataclasses import dataclass, field
 import subprocess
 import sys
 from collections.abc import Iterable, Mapping
@@ -36,6 +37,7 @@ CLAIM_TITLES: dict[str, str] = {
     "gradient-mismatch": "Precision beats surrogates against gradient mismatch",
 }
 PRESET_NAMES: tuple[str, ...] = ("smoke", "cpu", "paper")
+DATA_NAMES: dict[str, str] = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}
 OUTCOME_BADGE: dict[str, str] = {"reproduced": "success", "not reproduced": "danger",
                                  "inconclusive": "warning"}
 PROVENANCE_KEY = "provenance"  # cell.metadata.flatminima.role of the provenance cell
@@ -198,6 +200,14 @@ def provenance_lines(record: Mapping[str, Any]) -> list[str]:
            f"{_minutes(record.get('runtime_s'))} on {record.get('device', '?')}")
     lines.append(f"- **Run**: {escape_md(run, math=False)}")
     lines.append(f"- **Executed**: {escape_md(_when(when), math=False)}")
+    try:
+        from .presets import deviations
+        changed = deviations(str(record.get("claim")), str(record.get("preset")), dict(record.get("parameters") or {}))
+    except Exception:  # noqa: BLE001 - an unknown claim or preset, or parameters that no longer validate
+        changed = {}
+    if changed:
+        lines.append(f"- **Changed from the {escape_md(record.get('preset'), math=False)} preset**: "
+                     f"{escape_md(reduced_text(changed), math=False)}")
     commit = prov.get("git_commit")
     if commit:
         state = {True: " (with uncommitted changes)", False: " (clean)"}.get(prov.get("git_dirty"), "")
@@ -289,12 +299,15 @@ def _claim_link(claim: str, title: str) -> str:
 
 def dashboard_markdown(results: dict[str, dict[str, Any] | None],
                        titles: dict[str, str | None] | None = None, *,
-                       built_at: str | None = None) -> str:
+                       built_at: str | None = None,
+                       paper: Mapping[str, PaperRun] | None = None) -> str:
     """The dashboard page (MyST Markdown) for ``{claim: record or None}``.
 
     A summary table (claim, verdict badge, our number with its 95% interval, the paper's number for
-    the same measure), then one section per claim with every part's outcome, its one-line reason and
-    statistic, the pre-registration and the provenance. Every string from a record is escaped.
+    the same measure and, with ``paper``, the paper-preset run's verdict and number), then one
+    section per claim with every part's outcome, its one-line reason and statistic, the
+    pre-registration and the provenance, then the paper-preset runs (:func:`paper_markdown`).
+    Every string from a record is escaped.
     """
     titles = titles or {}
     if built_at is None:  # the newest run, not the build time: the page changes only when a result does
@@ -310,7 +323,7 @@ def dashboard_markdown(results: dict[str, dict[str, Any] | None],
         "",
         ":::{list-table}",
         ":header-rows: 1",
-        ":widths: 30 18 30 22",
+        ":widths: 24 14 24 20 18" if paper is not None else ":widths: 30 18 30 22",
         ":class: dashboard",
         "",
         "* - Claim",
@@ -318,18 +331,24 @@ def dashboard_markdown(results: dict[str, dict[str, Any] | None],
         "  - Ours (95% interval)",
         "  - Paper",
     ]
+    if paper is not None:
+        lines.append("  - Ours at the paper preset")
     sections: list[str] = []
     for claim, rec in results.items():
         title = titles.get(claim) or CLAIM_TITLES.get(claim, claim)
         link = _claim_link(claim, title)
         if rec is None:
             lines += [f"* - {link}", f"  - {badge('missing')}", "  - not run in this build", "  - "]
-            continue
-        h = rec.get("headline") if isinstance(rec.get("headline"), Mapping) else {}
-        lines += [f"* - {link}", f"  - {badge(rec.get('verdict'))}", f"  - {statistic_md(h)}",
-                  f"  - {escape_md(h.get('paper')) or 'n/a'}"]
-        sections += _claim_section(claim, title, rec)
+        else:
+            h = rec.get("headline") if isinstance(rec.get("headline"), Mapping) else {}
+            lines += [f"* - {link}", f"  - {badge(rec.get('verdict'))}", f"  - {statistic_md(h)}",
+                      f"  - {escape_md(h.get('paper')) or 'n/a'}"]
+            sections += _claim_section(claim, title, rec)
+        if paper is not None:
+            lines.append(f"  - {paper_cell(paper.get(claim) or PaperRun(claim))}")
     lines += [":::", "", "## Why each verdict is what it is", "", *sections]
+    if paper is not None:
+        lines += ["", *paper_markdown(paper, titles)]
     return "\n".join(lines)
 
 
@@ -357,6 +376,145 @@ def _claim_section(claim: str, title: str, rec: Mapping[str, Any]) -> list[str]:
     return out
 
 
+# ----------------------------------------------------------------------------- the paper-preset runs
+@dataclass(frozen=True)
+class PaperRun:
+    """What the book knows of one claim's run at a preset published beside the chapters (``paper``).
+
+    ``record`` is the published record (None: not run); ``current`` whether today's notebook and
+    library would reuse it (:func:`flatminima.runner.published_state`); ``reduced`` the parameters
+    that differ from the preset, ``{name: (preset's value, value used)}``; ``not_run`` why there is
+    no run (the data a run needs that are not here, or the scale).
+    """
+
+    claim: str
+    record: Mapping[str, Any] | None = None
+    current: bool = True
+    stale_reason: str = ""
+    reduced: Mapping[str, tuple[Any, Any]] = field(default_factory=dict)
+    not_run: str = ""
+    preset: str = "paper"
+
+
+def _value_text(v: Any) -> str:
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_value_text(x) for x in v) + "]"
+    return _fmt(v) if isinstance(v, float) else str(v)
+
+
+def reduced_text(reduced: Mapping[str, tuple[Any, Any]]) -> str:
+    """``num_seeds 10 → 3; control_steps 12000 → 4000`` (plain text, unescaped); seeds are counted."""
+    out = []
+    for name, (was, used) in reduced.items():
+        if name == "seeds":
+            out.append(f"seeds: {compact_seeds(used)} ({len(used)} seeds)")
+        else:
+            out.append(f"{name} {_value_text(was)} → {_value_text(used)}")
+    return "; ".join(out)
+
+
+def paper_cell(run: PaperRun) -> str:
+    """The dashboard table's cell for a paper-preset run: badge and primary number, or why there is none."""
+    if run.record is None:
+        return escape_md(f"not run here ({run.not_run})" if run.not_run else "not run here", math=False)
+    h = run.record.get("headline") if isinstance(run.record.get("headline"), Mapping) else {}
+    notes = [w for w, on in (("reduced", bool(run.reduced)), ("stale", not run.current)) if on]
+    link = f"[{escape_md(', '.join(notes) or 'chapter', math=False)}]({run.preset}/{_slug(run.claim)}.ipynb)"
+    return f"{badge(run.record.get('verdict'))} {statistic_md(h)} ({link})"
+
+
+def _slug(claim: str) -> str:
+    return re.sub(r"[^a-z0-9-]", "", claim)
+
+
+def paper_markdown(paper: Mapping[str, PaperRun], titles: Mapping[str, str | None] | None = None) -> list[str]:
+    """The dashboard's section on the paper-preset runs: per claim, the verdict and parts, the paper's
+    number, the run (seeds, time, machine), every reduction from the preset, and whether it is stale."""
+    titles = titles or {}
+    out = ["## At the paper preset", "",
+           "The `paper` preset is the original papers' scale (data set, network, seeds). It is run only when",
+           "asked (`flatminima run CLAIM --preset paper`, or `flatminima book --preset paper`), never by",
+           "`make book`, and published beside the chapters. A run that changed the preset (fewer seeds, a",
+           "shorter control) to fit this machine says so below; a *stale* run was made by an older notebook",
+           "or library and is shown as it was.", ""]
+    for claim, run in paper.items():
+        title = titles.get(claim) or CLAIM_TITLES.get(claim, claim)
+        out += [f"### {escape_md(title)}", ""]
+        if run.record is None:
+            out += [escape_md(f"Not run here ({run.not_run or 'no run published'}). On a machine with "
+                              f"the data and the time: ", math=False) + f"`{rerun_command(claim, run)}`"
+                    + escape_md(" (on a GPU machine without network: scripts/gpu-paper.sh).", math=False), ""]
+            continue
+        rec = run.record
+        h = rec.get("headline") if isinstance(rec.get("headline"), Mapping) else {}
+        link = f"[the chapter at the paper preset]({run.preset}/{_slug(claim)}.ipynb)"
+        out += [f"{badge(rec.get('verdict'))} {escape_md(verdict_reason(rec))} ({link})", ""]
+        items = [f"- **Ours** (95% interval): {statistic_md(h)}"]
+        if h.get("paper"):
+            items.append(f"- **Paper**: {escape_md(h['paper'])}")
+        for p in _parts(rec):
+            st = statistic_md(p.get("statistic")) if isinstance(p.get("statistic"), Mapping) else ""
+            items.append(f"- **{escape_md(p.get('name', 'part'))}** {badge(p.get('outcome'))}"
+                         + (f" {st}" if st and st != "n/a" else ""))
+        prov = rec.get("provenance") if isinstance(rec.get("provenance"), Mapping) else {}
+        seeds = rec.get("seeds") or []
+        machine = f"{prov.get('machine', '?')}, {prov.get('cpu_count', '?')} CPUs" if prov else "not recorded"
+        if prov.get("gpu"):
+            machine += f", GPU {prov['gpu']}"
+        items.append("- **Run**: " + escape_md(f"{len(seeds)} seeds, {_minutes(rec.get('runtime_s'))} on "
+                                                 f"{rec.get('device', '?')} ({machine}), executed "
+                                                 f"{_when(prov.get('executed_at'))}", math=False))
+        if run.reduced:
+            items.append("- **Reduced from the preset**: " + escape_md(reduced_text(run.reduced), math=False))
+        else:
+            items.append("- **Reduced from the preset**: nothing; this is the paper preset as declared")
+        if not run.current:
+            commit = re.sub(r"[^0-9a-fA-F]", "", str(prov.get("git_commit") or ""))[:12] or "an unrecorded commit"
+            items.append("- {bdg-warning}`stale` " + escape_md(
+                f"{run.stale_reason or 'inputs changed'} since this run (commit {commit}); re-run it with the "
+                f"command below to refresh it", math=False))
+        cmd = rerun_command(claim, run)
+        items.append(f"- **Re-run**: `{cmd}`" if "`" not in cmd else "")
+        out += [*[i for i in items if i], ""]
+    return out
+
+
+def rerun_command(claim: str, run: PaperRun) -> str:
+    """The ``flatminima run`` command that re-creates a paper-preset run (its reductions as ``-p``)."""
+    import json as _json
+
+    parts = [f"flatminima run {claim} --preset {run.preset}"]
+    for name, (_, used) in run.reduced.items():
+        value = compact_seeds(used).replace(" ", "") if name == "seeds" else _json.dumps(used)
+        parts.append(f"-p {name} {value if re.fullmatch(r'[A-Za-z0-9_.,-]+', value) else repr(value)}")
+    return " ".join(parts)
+
+
+def paper_runs(root: Path, preset: str = "paper") -> dict[str, PaperRun]:
+    """``{claim: PaperRun}`` for the runs of ``preset`` published under ``book/generated/<preset>/``."""
+    from .presets import deviations, resolve
+    from .runner import missing_data, published_dir, published_state
+
+    root = Path(root)
+    out_dir = published_dir(root, preset)
+    runs: dict[str, PaperRun] = {}
+    for claim in CLAIMS:
+        rec = _read_record(out_dir / "results" / f"{claim}.json")
+        if rec is None:
+            missing = [DATA_NAMES.get(d, d) for _, d in missing_data(resolve(claim, preset))]
+            why = f"needs {' and '.join(missing)} and a GPU" if missing else "left to a GPU"
+            runs[claim] = PaperRun(claim, None, not_run=why, preset=preset)
+            continue
+        state = published_state(root, out_dir, claim)
+        try:
+            reduced = deviations(claim, preset, rec.get("parameters") or {})
+        except Exception:  # noqa: BLE001 - a record whose parameters no longer validate is still shown
+            reduced = {}
+        runs[claim] = PaperRun(claim, rec, current=state.ok, stale_reason="" if state.ok else state.reason,
+                               reduced=reduced, preset=preset)
+    return runs
+
+
 # ----------------------------------------------------------------------------- status and run times
 def _read_record(path: Path) -> dict[str, Any] | None:
     try:
@@ -380,11 +538,18 @@ def status_markdown(generated: Path) -> str:
     generated = Path(generated)
     rows = [":::{list-table}", ":header-rows: 1", ":class: status", "",
             "* - Chapter", "  - Status", "  - Preset", "  - Run time", "  - Executed", "  - Machine"]
-    for claim in CLAIMS:
-        rec = _read_record(generated / "results" / f"{claim}.json")
-        state = _notebook_state(generated / f"{claim}.ipynb")
-        failed_later = (generated / "failed" / f"{claim}.ipynb").is_file()
-        title = chapter_title(generated / f"{claim}.ipynb") or CLAIM_TITLES.get(claim, claim)
+    from .runner import PUBLISHED_BESIDE
+
+    entries = [(generated, claim, "") for claim in CLAIMS]
+    for preset in PUBLISHED_BESIDE:  # runs published beside the chapters: listed when there are any
+        entries += [(generated / preset, claim, f"{preset}/") for claim in CLAIMS
+                    if (generated / preset / f"{claim}.ipynb").is_file()
+                    or (generated / preset / "failed" / f"{claim}.ipynb").is_file()]
+    for folder, claim, prefix in entries:
+        rec = _read_record(folder / "results" / f"{claim}.json")
+        state = _notebook_state(folder / f"{claim}.ipynb")
+        failed_later = (folder / "failed" / f"{claim}.ipynb").is_file()
+        title = chapter_title(folder / f"{claim}.ipynb") or CLAIM_TITLES.get(claim, claim)
         if state == "ok" and rec is not None:
             status = "{bdg-success}`pass`" + (" (a later run failed; see `failed/`)" if failed_later else "")
         elif state in ("failed", "unreadable") or failed_later:
@@ -393,7 +558,8 @@ def status_markdown(generated: Path) -> str:
             status = "{bdg-secondary}`not run`"
         prov = (rec or {}).get("provenance") or {}
         machine = f"{prov.get('machine', '')}, {prov.get('cpu_count', '?')} CPUs" if prov else "not recorded"
-        rows += [f"* - {_claim_link(claim, title)}", f"  - {status}",
+        link = _claim_link(claim, title).replace("](", f"]({prefix}") if rec is not None or not prefix else escape_md(title)
+        rows += [f"* - {link}", f"  - {status}",
                  f"  - {escape_md((rec or {}).get('preset', ''), math=False)}",
                  f"  - {escape_md(_minutes((rec or {}).get('runtime_s')), math=False) if rec else ''}",
                  f"  - {escape_md(_when(prov.get('executed_at')) if rec else '', math=False)}",
@@ -435,7 +601,15 @@ def runtimes_markdown(generated: Path) -> str:
                 continue
             prov = rec.get("provenance") or {}
             cpus = f" on {prov['cpu_count']} CPUs" if prov.get("cpu_count") else ""
-            rows.append(f"  - {escape_md(_minutes(rec.get('runtime_s')) + cpus, math=False)}")
+            if prov.get("gpu"):
+                cpus += f" and a GPU ({prov['gpu']})"
+            try:
+                from .presets import deviations
+                reduced = bool(deviations(claim, preset, rec.get("parameters") or {}))
+            except Exception:  # noqa: BLE001 - parameters that no longer validate: say nothing
+                reduced = False
+            seeds = f", reduced, {len(rec.get('seeds') or [])} seeds" if reduced else ""
+            rows.append(f"  - {escape_md(_minutes(rec.get('runtime_s')) + cpus + seeds, math=False)}")
     rows += [":::", ""]
     return "\n".join(rows)
 
@@ -459,7 +633,8 @@ def write_dashboard(generated: Path) -> Path:
     for claim in CLAIMS:
         results[claim] = _read_record(generated / "results" / f"{claim}.json")
         titles[claim] = chapter_title(generated / f"{claim}.ipynb")
-    return atomic_write_text(generated / "dashboard.md", dashboard_markdown(results, titles))
+    paper = paper_runs(Path(generated).resolve().parent.parent)
+    return atomic_write_text(generated / "dashboard.md", dashboard_markdown(results, titles, paper=paper))
 
 
 def write_pages(generated: Path) -> list[Path]:
@@ -485,25 +660,42 @@ def check_executed(generated: Path) -> None:
             raise RuntimeError(f"chapter {claim!r} recorded an exception during execution: {path}")
 
 
-def toc_with_sweeps(root: Path) -> Path:
-    """``_toc.yml``, or, when sweeps are published under ``book/generated/sweeps/``, a generated copy
-    (``_build/_toc.sweeps.yml``) with a "Sweeps" part listing their pages (:func:`flatminima.sweep.toc_part`).
+def paper_toc_part(root: Path, preset: str = "paper") -> dict | None:
+    """A ``_toc.yml`` part listing the chapters executed at ``preset`` under ``book/generated/<preset>/``, or None."""
+    from .runner import published_dir
 
-    The static ``_toc.yml`` never names sweep pages, so a book without sweeps builds under ``-W``.
+    root = Path(root)
+    folder = published_dir(root, preset)
+    chapters = []
+    for claim in CLAIMS:
+        nb = folder / f"{claim}.ipynb"
+        if nb.is_file() and _read_record(folder / "results" / f"{claim}.json") is not None:
+            title = chapter_title(nb) or CLAIM_TITLES.get(claim, claim)
+            chapters.append({"file": nb.relative_to(root).with_suffix("").as_posix(),
+                             "title": f"{title} ({preset} preset)"})
+    return {"caption": f"At the {preset} preset", "chapters": chapters} if chapters else None
+
+
+def toc_with_sweeps(root: Path) -> Path:
+    """``_toc.yml``, or, when paper-preset chapters or sweeps are published under ``book/generated/``,
+    a generated copy (``_build/_toc.generated.yml``) with a part for the chapters at the paper preset
+    (:func:`paper_toc_part`) and a "Sweeps" part (:func:`flatminima.sweep.toc_part`), before the back matter.
+
+    The static ``_toc.yml`` names neither, so a book without them builds under ``-W``.
     """
     import yaml
 
     from .sweep import toc_part
 
     root = Path(root)
-    part = toc_part(root)
-    if part is None:
+    extra = [p for p in (paper_toc_part(root), toc_part(root)) if p is not None]
+    if not extra:
         return root / "_toc.yml"
     toc = yaml.safe_load((root / "_toc.yml").read_text(encoding="utf-8"))
     parts = toc.setdefault("parts", [])
     back = next((i for i, p in enumerate(parts) if p.get("caption") == "Back matter"), len(parts))
-    parts.insert(back, part)
-    out = root / "_build" / "_toc.sweeps.yml"
+    parts[back:back] = extra
+    out = root / "_build" / "_toc.generated.yml"
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, yaml.safe_dump(toc, sort_keys=False))
     return out

@@ -4,7 +4,7 @@
 
     flatminima list [CLAIM ...]
     flatminima run [CLAIM ...] [--preset smoke|cpu|paper] [-p NAME VALUE ...] [--out DIR] [--jobs N] [--force]
-    flatminima book [--preset cpu] [--jobs N]
+    flatminima book [--preset cpu|smoke|paper] [--jobs N]
     flatminima verify [CLAIM ...] [--preset cpu] [--seeds-from K] [--out DIR] [--jobs N]
     flatminima sweep CLAIM --grid NAME=V1,V2 [--grid ...] [--preset P] [--seeds S] [--executor local|slurm] ...
 """
@@ -115,10 +115,10 @@ def _validated(claims: list[str], preset: str, overrides: dict[str, Any], device
 
 def _run_batch(claims, *, root, preset, overrides, out, device, force, jobs, timeout):
     """Validate, check the output folder, then run; prints one line per claim."""
-    from .runner import check_writable, run_claims
+    from .runner import check_writable, published_dir, run_claims
 
     _validated(claims, preset, overrides, device)
-    check_writable(out if out is not None else Path(root) / "book" / "generated")
+    check_writable(out if out is not None else published_dir(root, preset))
     return run_claims(claims, root=root, preset=preset, overrides=overrides, out_dir=out, device=device,
                       force=force, jobs=jobs, timeout=timeout, on_done=lambda o: print(o.line(), flush=True))
 
@@ -140,16 +140,36 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_book(args: argparse.Namespace) -> int:
+    """Run the book's chapters (reusing current runs), then build the book.
+
+    ``--preset cpu`` (default) or ``smoke`` runs the chapters at that preset. ``--preset paper``
+    runs the cpu chapters *and* the paper presets (into ``book/generated/paper/``); only then is
+    a paper preset ever executed. Published paper runs are always read, never re-run, otherwise.
+    """
     from .book import build_book
-    from .runner import find_root
+    from .data import DatasetNotAvailable
+    from .runner import PUBLISHED_BESIDE, check_params, find_root
 
     root = find_root(args.root)
     t0 = time.perf_counter()
-    outcomes = _run_batch(list(CLAIMS), root=root, preset=args.preset, overrides={}, out=None,
-                          device=args.device, force=False, jobs=args.jobs, timeout=None)
-    if any(o.status == "failed" for o in outcomes):
-        print("not building the book: a chapter failed (see above)", file=sys.stderr)
-        return 1
+    presets = ["cpu", args.preset] if args.preset in PUBLISHED_BESIDE else [args.preset]
+    for preset in presets:
+        claims = list(CLAIMS)
+        if preset in PUBLISHED_BESIDE:  # a paper preset runs where its data are; the others are said, not failed
+            claims = []
+            for claim in CLAIMS:
+                try:
+                    check_params(claim, preset)
+                    claims.append(claim)
+                except DatasetNotAvailable as exc:
+                    print(f"{claim}: not run at the {preset} preset: {exc}", flush=True)
+            if not claims:
+                continue
+        outcomes = _run_batch(claims, root=root, preset=preset, overrides={}, out=None,
+                              device=args.device, force=False, jobs=args.jobs, timeout=None)
+        if any(o.status == "failed" for o in outcomes):
+            print(f"not building the book: a chapter failed at the {preset} preset (see above)", file=sys.stderr)
+            return 1
     index = build_book(root)
     print(f"book built in {time.perf_counter() - t0:.0f} s: {index}")
     return 0
@@ -266,7 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--preset", default="cpu", choices=PRESET_NAMES)
     run.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"),
                      help="override one parameter (YAML value: 64, 0.1, [64, 64], mnist)")
-    run.add_argument("--out", help="folder for executed notebooks and results (default: book/generated)")
+    run.add_argument("--out", help="folder for executed notebooks and results "
+                                    "(default: book/generated; book/generated/paper for --preset paper)")
     run.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     run.add_argument("--jobs", type=_positive_int, default=default_jobs, help="notebooks run at once (separate processes)")
     run.add_argument("--force", action="store_true", help="re-run even when inputs are unchanged")
@@ -274,7 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--root", help="project root (default: found from the current folder)")
     run.set_defaults(func=cmd_run)
 
-    book = sub.add_parser("book", help="run the claims (reusing current runs) and build the book")
+    book = sub.add_parser("book", help="run the claims (reusing current runs) and build the book; "
+                                       "--preset paper also runs the paper presets")
     book.add_argument("--preset", default="cpu", choices=PRESET_NAMES)
     book.add_argument("--device", default="auto")
     book.add_argument("--jobs", type=_positive_int, default=default_jobs)

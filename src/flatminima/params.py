@@ -104,15 +104,16 @@ def parse_seeds(value: Any) -> tuple[int, ...]:
 
 def param(default: Any, help: str, *, choices: Sequence[Any] | None = None,
           low: float | None = None, high: float | None = None,
-          low_inclusive: bool = True, high_inclusive: bool = True) -> Any:
+          low_inclusive: bool = True, high_inclusive: bool = True, empty_ok: bool = False) -> Any:
     """Declare a validated parameter field.
 
     ``choices`` restricts the value (or, for a tuple-valued field, each element) to a set;
-    ``low``/``high`` bound numbers (again element-wise for tuples).
+    ``low``/``high`` bound numbers (again element-wise for tuples). ``empty_ok`` says that an
+    empty tuple is meaningful (e.g. "no sweep"); otherwise ``flatminima run`` refuses ``[]``.
     """
     meta = {"help": help, "choices": tuple(choices) if choices is not None else None,
             "low": low, "high": high, "low_inclusive": low_inclusive,
-            "high_inclusive": high_inclusive}
+            "high_inclusive": high_inclusive, "empty_ok": empty_ok}
     if isinstance(default, list):
         default = tuple(default)
     return dataclasses.field(default=default, metadata=meta)

@@ -19,7 +19,7 @@ CLAIMS: dict[str, str] = {
 }
 """Claim slug -> module; the slug names the notebook (``notebooks/<slug>.ipynb``) and results JSON."""
 
-__all__ = ["CLAIMS", "PRESET_NAMES", "claim_module", "params_class", "resolve"]
+__all__ = ["CLAIMS", "PRESET_NAMES", "claim_module", "deviations", "params_class", "resolve"]
 
 
 def _check_claim(claim: str) -> None:
@@ -41,3 +41,26 @@ def params_class(claim: str) -> type[ClaimParams]:
 def resolve(claim: str, preset: str = "cpu", overrides: dict[str, Any] | None = None) -> ClaimParams:
     """Parameters of ``claim`` at ``preset`` with ``overrides`` applied (validated)."""
     return params_class(claim).from_preset(preset, **(overrides or {}))
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal as JSON would carry them: tuples and lists alike."""
+    norm = (lambda v: list(v) if isinstance(v, (tuple, list)) else v)
+    return norm(a) == norm(b)
+
+
+def deviations(claim: str, preset: str, parameters: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """``{name: (preset's value, value used)}`` for every parameter of a run that differs from ``preset``.
+
+    ``parameters`` is a record's ``parameters`` (:meth:`~flatminima.params.ClaimParams.to_dict`).
+    Run controls (preset, device, progress, folders, workers) are not protocol and are ignored; so is
+    ``num_seeds`` when the seeds themselves are listed. An empty result means the run is the preset.
+    """
+    from .params import RUN_CONTROLS
+
+    base = resolve(claim, preset).to_dict()
+    out = {k: (base[k], v) for k, v in parameters.items()
+           if k in base and k not in RUN_CONTROLS and k != "preset" and not _same(base[k], v)}
+    if "seeds" in out:
+        out.pop("num_seeds", None)
+    return out

