@@ -429,8 +429,12 @@ def test_dashboard_has_a_paper_preset_column_with_each_run_or_why_not(built_book
         else:
             assert text.startswith("not run here ("), f"{claim}: a claim without a paper run must say why ({text})"
     section = " ".join(page.locator("section#at-the-paper-preset").inner_text().split())
+    from flatminima.presets import deviations
+
     for claim, rec in published.items():
         assert f"{len(rec['seeds'])} seeds" in section, f"{claim}: the paper run's seeds are not stated"
+        for name in deviations(claim, "paper", rec["parameters"]):  # every change from the preset is named
+            assert f" {name} " in section or f" {name}: " in section, f"{claim}: the reduction of {name} is not stated"
     page.close()
 
 

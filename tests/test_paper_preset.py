@@ -216,3 +216,17 @@ def test_relabel_prefixes_every_figure_label_and_its_references_only():
     assert nb.cells[2].source == "See {numref}`paper-fig-a` and {numref}`paper-fig-ab`; fig-abc and xfig-a stay."
     runner.relabel(nb, "paper")  # idempotent
     assert nb.cells[0].metadata["mystnb"]["figure"]["name"] == "paper-fig-a"
+
+
+def test_verify_re_creates_a_reduced_paper_run_with_its_reductions():
+    from flatminima.verify import rerun_overrides
+
+    params = presets.resolve("variance-flatness", "paper", {"seeds": "0-2", "control_steps": 4000,
+                                                              "window_sweep_epochs": [10, 30], "sweep_lrs": []})
+    pub = {"claim": "variance-flatness", "seeds": [0, 1, 2], "parameters": json.loads(json.dumps(params.to_dict()))}
+    assert rerun_overrides(pub, "paper", None) == {"seeds": [0, 1, 2], "control_steps": 4000,
+                                                   "window_sweep_epochs": [10, 30], "sweep_lrs": []}
+    disjoint = rerun_overrides(pub, "paper", 1000)
+    assert disjoint["seeds"] == [1000, 1001, 1002] and disjoint["control_steps"] == 4000
+    again = presets.resolve("variance-flatness", "paper", rerun_overrides(pub, "paper", None))
+    assert again.to_dict() == params.to_dict()
