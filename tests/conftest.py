@@ -53,6 +53,15 @@ def smoke_project(tmp_path_factory) -> Path:
     return root
 
 
+TOY_RUN_CONTROLS = (
+    'device: str = "auto"\n'
+    "show_progress: bool = False\n"
+    'results_dir: str = "results"\n'
+    "cache_dir: str = None\n"
+    "workers: int = None\n")
+"""The run controls every toy notebook's parameters cell ends with (as the claim notebooks' cells do)."""
+
+
 def write_toy_project(root: Path, monkeypatch, *, claim: str, module: str, source: str, parameters: str,
                       body: str) -> Path:
     """A minimal project under ``root`` with one toy claim registered for the test only.

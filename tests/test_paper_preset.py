@@ -17,7 +17,7 @@ from flatminima import book, cli, presets, runner
 from flatminima.data import DatasetNotAvailable
 from flatminima.params import ParameterError
 
-from .conftest import write_toy_project
+from .conftest import TOY_RUN_CONTROLS, write_toy_project
 
 TOY_MODULE = '''
 from dataclasses import dataclass
@@ -39,12 +39,7 @@ TOY_PARAMETERS = textwrap.dedent('''\
     num_seeds: int = None
     seeds: list = None
     dataset: str = None
-    device: str = "auto"
-    show_progress: bool = False
-    results_dir: str = "results"
-    cache_dir: str = None
-    workers: int = None
-''')
+''') + TOY_RUN_CONTROLS
 
 TOY_BODY = textwrap.dedent('''\
     import ptoyclaim

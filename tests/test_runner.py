@@ -14,7 +14,7 @@ import pytest
 from flatminima import presets, runner
 from flatminima.runner import find_root, inputs_hash, run_claim
 
-from .conftest import write_toy_project
+from .conftest import TOY_RUN_CONTROLS, write_toy_project
 
 TOY_MODULE = '''
 from dataclasses import dataclass
@@ -55,12 +55,7 @@ TOY_PARAMETERS = textwrap.dedent('''\
     batch_size: int = None
     child: bool = None
     bad_record: str = None
-    device: str = "auto"
-    show_progress: bool = False
-    results_dir: str = "results"
-    cache_dir: str = None
-    workers: int = None
-''')
+''') + TOY_RUN_CONTROLS
 
 TOY_BODY = textwrap.dedent('''\
     import os, pathlib, subprocess, sys, time

@@ -12,7 +12,7 @@ from flatminima import cli, presets, runner
 from flatminima.stats import statistic
 from flatminima.verify import compare_records, compare_statistic, rerun_overrides
 
-from .conftest import write_toy_project
+from .conftest import TOY_RUN_CONTROLS, write_toy_project
 
 
 def record(verdict="reproduced", values=(1.0, 1.2, 0.9, 1.1, 1.0), scale="linear", parts=True):
@@ -103,12 +103,7 @@ TOY_PARAMETERS = textwrap.dedent('''\
     num_seeds: int = None
     seeds: str = None
     effect: float = None
-    device: str = "auto"
-    show_progress: bool = False
-    results_dir: str = "results"
-    cache_dir: str = None
-    workers: int = None
-''')
+''') + TOY_RUN_CONTROLS
 
 TOY_BODY = textwrap.dedent('''\
     import vtoyclaim
