@@ -12,13 +12,13 @@ import time
 
 import torch
 
-from flatminima.data import load_dataset
-from flatminima.device import setup
-from flatminima.flatness import classification_error_fn, local_energy, local_energy_loop
-from flatminima.hessian import params_of
-from flatminima.mixture import bayes_optimal_estimator, sample_mixture, zero_one_error
-from flatminima.models import make_model
-from flatminima.optim import replicated_sgd, replicated_sgd_loop
+from flatminima.core.device import setup
+from flatminima.curvature.hessian import params_of
+from flatminima.data.loaders import load_dataset
+from flatminima.data.mixture import bayes_optimal_estimator, sample_mixture, zero_one_error
+from flatminima.landscape.flatness import classification_error_fn, local_energy, local_energy_loop
+from flatminima.nn.models import make_model
+from flatminima.nn.optim import replicated_sgd, replicated_sgd_loop
 
 
 def best_of(fn, repeats: int) -> float:

@@ -29,11 +29,11 @@ import torch
 from scipy.sparse.linalg import LinearOperator, eigsh
 from torch.func import grad_and_value
 
-from flatminima.data import load_dataset
-from flatminima.device import configure_threads
-from flatminima.hessian import batched, flat_loss_fn, flatten, lanczos, make_hvp, params_of, power_iteration
-from flatminima.models import make_model
-from flatminima.train import train
+from flatminima.core.device import configure_threads
+from flatminima.curvature.hessian import batched, flat_loss_fn, flatten, lanczos, make_hvp, params_of, power_iteration
+from flatminima.data.loaders import load_dataset
+from flatminima.nn.models import make_model
+from flatminima.nn.train import train
 
 warnings.filterwarnings("ignore", category=FutureWarning)
 

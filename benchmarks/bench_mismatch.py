@@ -1,7 +1,7 @@
 """Benchmark: batched coordinate discrete gradient vs the naive per-coordinate loop.
 
 The naive CDG runs two full forward passes per sampled weight coordinate; the batched one
-(:func:`flatminima.mismatch.coordinate_discrete_gradient`) propagates a chunk of perturbations at once
+(:func:`flatminima.quant.mismatch.coordinate_discrete_gradient`) propagates a chunk of perturbations at once
 and, past a quantiser, only the samples whose activation changes level. Both give the same numbers
 (checked here). Run: ``.venv/bin/python benchmarks/bench_mismatch.py`` (one torch thread).
 """
@@ -11,9 +11,13 @@ import time
 
 import torch
 
-from flatminima.device import setup
-from flatminima.mismatch import coordinate_discrete_gradient, coordinate_discrete_gradient_loop, sample_coordinates
-from flatminima.quantize import PRECISIONS, quant_mlp
+from flatminima.core.device import setup
+from flatminima.quant.mismatch import (
+    coordinate_discrete_gradient,
+    coordinate_discrete_gradient_loop,
+    sample_coordinates,
+)
+from flatminima.quant.quantize import PRECISIONS, quant_mlp
 
 
 def _timed(fn, repeat: int = 1) -> tuple[float, object]:

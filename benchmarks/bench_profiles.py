@@ -3,11 +3,11 @@
 Evaluates L(w0 + theta p_i) for many (direction, theta) points of the digits MLP 64-50-50-10
 (perturbing the 50x50 hidden-to-hidden matrix, full training loss) in three ways:
 
-* ``fused``: :func:`flatminima.trajectory.mlp_line_loss` (what the chapter uses for one MLP layer:
+* ``fused``: :func:`flatminima.landscape.trajectory.mlp_line_loss` (what the chapter uses for one MLP layer:
   the layer's pre-activation is affine along a line, so it is precomputed once per direction),
-* ``vmap``: :func:`flatminima.trajectory.line_loss` over :func:`batched_param_loss`
+* ``vmap``: :func:`flatminima.landscape.trajectory.line_loss` over :func:`batched_param_loss`
   (``torch.func.vmap`` over ``functional_call``, the general path, e.g. for ``weights="all"``),
-* ``naive``: :func:`flatminima.trajectory.naive_param_loss` (one model copy + forward per point),
+* ``naive``: :func:`flatminima.landscape.trajectory.naive_param_loss` (one model copy + forward per point),
 
 and prints the time per point and the ratios, measured in this one run. Also times one width
 search (:func:`profile_widths`, 100 directions) with each batched path and a Langevin step by
@@ -23,13 +23,20 @@ import time
 import torch
 from torch.func import grad
 
-from flatminima.data import load_dataset
-from flatminima.device import setup
-from flatminima.models import make_model
-from flatminima.noise import full_batch_loss, langevin_trajectory
-from flatminima.train import train
-from flatminima.trajectory import (batched_param_loss, flatten_params, line_loss, mlp_line_loss, naive_param_loss,
-                                   profile_widths, select_parameters)
+from flatminima.core.device import setup
+from flatminima.data.loaders import load_dataset
+from flatminima.landscape.noise import full_batch_loss, langevin_trajectory
+from flatminima.landscape.trajectory import (
+    batched_param_loss,
+    flatten_params,
+    line_loss,
+    mlp_line_loss,
+    naive_param_loss,
+    profile_widths,
+    select_parameters,
+)
+from flatminima.nn.models import make_model
+from flatminima.nn.train import train
 
 
 def timed(fn, repeat: int = 3) -> float:

@@ -6,7 +6,7 @@ The sweep is 2 learning rates x 2 batch sizes x 2 seeds of the toy claim of the 
 
 * ``sequential``: ``run_seed`` for each point in this process, one after the other (what one
   would do without a sweep; no process start-up);
-* ``local-2``: ``flatminima.sweep.run`` with the local executor, ``max_parallel=2`` (one
+* ``local-2``: ``flatminima.run.sweep.run`` with the local executor, ``max_parallel=2`` (one
   process per point, one torch thread each, records written to a fresh cache);
 * ``local-1`` (with ``--serial-executor``): the same executor one point at a time, which
   separates the per-point process cost from the parallel speed-up.
@@ -33,8 +33,8 @@ os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), str(ROOT), os.env
 
 import torch  # noqa: E402
 
-from flatminima import presets  # noqa: E402
-from flatminima import sweep as sw  # noqa: E402
+from flatminima.claims import registry as presets
+from flatminima.run import sweep as sw
 from tests import sweep_toy  # noqa: E402
 
 

@@ -7,7 +7,7 @@ number of steps and reports ratios measured in this run:
 2. two jobs at once (what ``flatminima run --jobs 2`` does): each job with all cores' threads
    vs each job with 1 thread (wall time until both finish).
 
-``flatminima.device.configure_threads`` defaults to 1 thread per process from these numbers.
+``flatminima.core.device.configure_threads`` defaults to 1 thread per process from these numbers.
 
     python benchmarks/bench_threads.py
 """
@@ -19,9 +19,9 @@ import time
 
 import torch
 
-from flatminima.data import load_dataset
-from flatminima.models import make_model
-from flatminima.train import train
+from flatminima.data.loaders import load_dataset
+from flatminima.nn.models import make_model
+from flatminima.nn.train import train
 
 
 def job(num_threads: int, steps: int = 400) -> float:

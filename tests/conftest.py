@@ -73,7 +73,8 @@ def write_toy_project(root: Path, monkeypatch, *, claim: str, module: str, sourc
     import nbformat
     from nbformat.v4 import new_code_cell, new_notebook
 
-    from flatminima import presets, runner
+    from flatminima.claims import registry as presets
+    from flatminima.run import runner
 
     (root / "_toc.yml").write_text("root: intro\n")
     (root / "notebooks").mkdir()
@@ -86,7 +87,7 @@ def write_toy_project(root: Path, monkeypatch, *, claim: str, module: str, sourc
     nbformat.write(nb, root / "notebooks" / f"{claim}.ipynb")
     monkeypatch.syspath_prepend(str(pkg))
     monkeypatch.setitem(presets.CLAIMS, claim, module)
-    monkeypatch.setattr(runner, "package_source_hash", lambda: "pinned")
+    monkeypatch.setattr(runner, "claim_source_hash", lambda claim: "pinned")
     sys.modules.pop(module, None)
     return root
 

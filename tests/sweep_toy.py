@@ -13,8 +13,8 @@ from pathlib import Path
 
 import torch
 
-from flatminima.params import ClaimParams, param
-from flatminima.stats import statistic
+from flatminima.protocol.params import ClaimParams, param
+from flatminima.stats.intervals import statistic
 
 
 @dataclasses.dataclass(frozen=True)

@@ -35,8 +35,8 @@ from urllib.parse import urlparse
 
 import pytest
 
-from flatminima.book import build_book
-from flatminima.presets import CLAIMS
+from flatminima.book.build import build_book
+from flatminima.claims.registry import CLAIMS
 
 pytestmark = pytest.mark.browser
 
@@ -429,7 +429,7 @@ def test_dashboard_has_a_paper_preset_column_with_each_run_or_why_not(built_book
         else:
             assert text.startswith("not run here ("), f"{claim}: a claim without a paper run must say why ({text})"
     section = " ".join(page.locator("section#at-the-paper-preset").inner_text().split())
-    from flatminima.presets import deviations
+    from flatminima.claims.registry import deviations
 
     for claim, rec in published.items():
         assert f"{len(rec['seeds'])} seeds" in section, f"{claim}: the paper run's seeds are not stated"

@@ -7,10 +7,10 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from flatminima.book import (add_provenance_cell, check_executed, dashboard_markdown, escape_md,
-                             provenance_markdown, result_box_markdown, write_dashboard, write_pages)
-from flatminima.presets import CLAIMS
-from flatminima.results import make_record, write_results
+from flatminima.book.pages import check_executed, dashboard_markdown, write_dashboard, write_pages
+from flatminima.claims.registry import CLAIMS
+from flatminima.pages.markdown import add_provenance_cell, escape_md, provenance_markdown, result_box_markdown
+from flatminima.protocol.record import make_record, write_results
 
 from .conftest import ROOT
 
@@ -177,7 +177,7 @@ def test_write_dashboard_reads_the_results_folder_and_chapter_titles(tmp_path):
 def test_buttons_follow_the_one_repository_setting():
     from types import SimpleNamespace
 
-    from flatminima.book import _buttons_follow_repository_url
+    from flatminima.book.sphinx_ext import _buttons_follow_repository_url
 
     off = SimpleNamespace(html_theme_options={"repository_url": "", "use_repository_button": True,
                                               "launch_buttons": {"colab_url": "https://colab.research.google.com"}})
@@ -193,9 +193,9 @@ def test_config_names_the_repository_once_and_loads_the_teaching_extensions():
     import yaml
 
     cfg = yaml.safe_load((ROOT / "_config.yml").read_text())
-    assert not cfg["html"]["use_repository_button"]  # turned on by flatminima.book only when the URL is set
+    assert not cfg["html"]["use_repository_button"]  # turned on by flatminima.book.pages only when the URL is set
     assert "sphinx_exercise" in cfg["sphinx"]["extra_extensions"]
-    assert "flatminima.book" in cfg["sphinx"]["extra_extensions"]
+    assert "flatminima.book.sphinx_ext" in cfg["sphinx"]["extra_extensions"]
     assert cfg["sphinx"]["config"]["bibtex_default_style"] == "authoryear"
     bib = (ROOT / "book" / "bibliography.md").read_text()
     assert ":all:" not in bib  # only cited entries
@@ -205,7 +205,7 @@ def test_bibliography_style_labels_author_year_without_mangling():
     from pybtex.database import parse_string
     from pybtex.plugin import find_plugin
 
-    from flatminima.book import _register_bibliography_style
+    from flatminima.book.sphinx_ext import _register_bibliography_style
 
     _register_bibliography_style()
     db = parse_string(r"""

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from flatminima.presets import CLAIMS, params_class
+from flatminima.claims.registry import CLAIMS, params_class
 
 from .conftest import flatminima
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from flatminima.data import DATASETS, DatasetNotAvailable, load_dataset
+from flatminima.data.loaders import load_dataset
+from flatminima.data.registry import DATASETS, DatasetNotAvailable
 
 
 @pytest.mark.parametrize("name, shape, n_train, n_test", [

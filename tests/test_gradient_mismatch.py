@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from flatminima.claims import gradient_mismatch as gm
-from flatminima.params import ParameterError
-from flatminima.presets import resolve
+from flatminima.claims.registry import resolve
+from flatminima.core.errors import ParameterError
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "gradient-mismatch.ipynb"
 
@@ -110,7 +110,7 @@ def test_part_b_verdict_and_decoupling_guard():
 
 
 def test_aggregate_builds_a_record_with_parts_headline_and_preregistration(tmp_path):
-    from flatminima.results import read_results, write_results
+    from flatminima.protocol.record import read_results, write_results
 
     df = _table(0.2 + 0.01 * np.arange(10))
     duo = _duo([2.0 + 0.1 * i for i in range(12)])
@@ -129,7 +129,7 @@ def test_aggregate_builds_a_record_with_parts_headline_and_preregistration(tmp_p
 
 
 def test_cpu_preset_meets_both_preregistrations():
-    from flatminima.stats import check_seeds, seeds_for_power
+    from flatminima.stats.power import check_seeds, seeds_for_power
 
     p = gm.Params.from_preset("cpu")
     assert p.part_b_seeds >= gm.PREREGISTRATION_B["seeds_needed"]
@@ -181,7 +181,7 @@ def _tiny():
 def test_a_tiny_run_produces_a_valid_record_and_reuses_its_cache(tmp_path):
     import torch
 
-    from flatminima.results import read_results, write_results
+    from flatminima.protocol.record import read_results, write_results
 
     p = _tiny()
     records = gm.run_parts(p, cache_dir=tmp_path / "seeds", workers=1)
@@ -224,7 +224,7 @@ def test_notebook_parameters_cell_declares_every_field():
 def test_paper_path_trains_and_decouples_a_tiny_vgg7(monkeypatch):
     import torch
 
-    from flatminima.data import Dataset
+    from flatminima.data.loaders import Dataset
 
     def fake_cifar(name, seed=0, **kw):
         g = torch.Generator().manual_seed(seed)

@@ -6,10 +6,21 @@ import math
 import pytest
 import torch
 
-from flatminima.device import configure_threads
-from flatminima.hessian import (batched, dense_hessian, flatten, hessian_trace, hutchinson_trace, lanczos,
-                                make_hvp, params_of, power_iteration, top_eigenvalue, unflatten)
-from flatminima.models import make_model
+from flatminima.core.device import configure_threads
+from flatminima.curvature.hessian import (
+    batched,
+    dense_hessian,
+    flatten,
+    hessian_trace,
+    hutchinson_trace,
+    lanczos,
+    make_hvp,
+    params_of,
+    power_iteration,
+    top_eigenvalue,
+    unflatten,
+)
+from flatminima.nn.models import make_model
 
 configure_threads(1)  # the project's CPU policy: one torch thread per process
 
@@ -186,7 +197,7 @@ def test_lanczos_error_within_tol_on_ten_class_relu_mlp_hessians(seed):
 
 
 def test_ritz_bound_uses_the_gap_only_once_the_neighbour_has_converged():
-    from flatminima.hessian import _ritz_error_bounds
+    from flatminima.curvature.hessian import _ritz_error_bounds
 
     # neighbour converged (r2 = 1e-6 <= tol * 0.5): Kato-Temple r^2 / gap
     assert _ritz_error_bounds([1.0, 0.5], [1e-3, 1e-6], 1, 1e-3)[0] == pytest.approx(1e-6 / (0.5 - 1e-6))
@@ -197,7 +208,7 @@ def test_ritz_bound_uses_the_gap_only_once_the_neighbour_has_converged():
 # ----------------------------------------------------------------------------- spectral density
 def test_slq_moments_equal_the_quadratic_forms_and_estimate_trace_of_powers():
     """Gauss quadrature is exact for v^T H^k v, k < 2m; averaged over probes it estimates tr(H^k)/n."""
-    from flatminima.hessian import spectral_density
+    from flatminima.curvature.hessian import spectral_density
 
     n = 300
     g = torch.Generator().manual_seed(1)

@@ -1,10 +1,17 @@
-"""Reference gradients of the smoothed loss and per-layer cosines (flatminima.mismatch)."""
+"""Reference gradients of the smoothed loss and per-layer cosines (flatminima.quant.mismatch)."""
 import pytest
 import torch
 
-from flatminima.mismatch import (coordinate_discrete_gradient, coordinate_discrete_gradient_loop, cosine, es_gradient,
-                                 layer_cosines, sample_coordinates, surrogate_gradient)
-from flatminima.quantize import quant_mlp
+from flatminima.quant.mismatch import (
+    coordinate_discrete_gradient,
+    coordinate_discrete_gradient_loop,
+    cosine,
+    es_gradient,
+    layer_cosines,
+    sample_coordinates,
+    surrogate_gradient,
+)
+from flatminima.quant.quantize import quant_mlp
 
 
 def _net(levels, widths=(6, 5, 5, 2), n=2000, seed=0):

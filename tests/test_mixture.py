@@ -1,4 +1,4 @@
-"""Tests of flatminima.mixture: the closed-form Bayes-optimal error and the linear minimisers."""
+"""Tests of flatminima.data.mixture: the closed-form Bayes-optimal error and the linear minimisers."""
 from __future__ import annotations
 
 import math
@@ -8,9 +8,18 @@ import pytest
 import torch
 from scipy import stats
 
-from flatminima.mixture import (bayes_optimal_bias, bayes_optimal_error, bayes_optimal_estimator,
-                                logistic_classifier, max_margin_classifier, perceptron_classifiers,
-                                plugin_test_error, ridge_classifier, sample_mixture, zero_one_error)
+from flatminima.data.mixture import (
+    bayes_optimal_bias,
+    bayes_optimal_error,
+    bayes_optimal_estimator,
+    logistic_classifier,
+    max_margin_classifier,
+    perceptron_classifiers,
+    plugin_test_error,
+    ridge_classifier,
+    sample_mixture,
+    zero_one_error,
+)
 
 
 def _projected_test_error(w: torch.Tensor, b: float, v: torch.Tensor, *, Delta: float, rho: float, n: int,

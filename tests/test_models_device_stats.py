@@ -6,9 +6,10 @@ import pytest
 import torch
 from scipy import stats as sps
 
-from flatminima.device import configure_threads, resolve_device
-from flatminima.models import MLP, SmallCNN, make_model
-from flatminima.stats import bootstrap_ci, mean_ci, sign_test_greater, wilcoxon_greater
+from flatminima.core.device import configure_threads, resolve_device
+from flatminima.nn.models import MLP, SmallCNN, make_model
+from flatminima.stats.decision import sign_test_greater, wilcoxon_greater
+from flatminima.stats.intervals import bootstrap_ci, mean_ci
 
 
 def test_mlp_matches_a_manual_forward_pass():

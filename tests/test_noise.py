@@ -1,13 +1,13 @@
-"""Tests of flatminima.noise: Langevin equilibrium (Monte-Carlo) and the SGD temperature."""
+"""Tests of flatminima.landscape.noise: Langevin equilibrium (Monte-Carlo) and the SGD temperature."""
 from __future__ import annotations
 
 import pytest
 import torch
 from torch.nn import functional as F
 
-from flatminima.models import MLP
-from flatminima.noise import langevin_trajectory, minibatch_gradient_variance, sgd_temperature
-from flatminima.train import DivergenceError
+from flatminima.landscape.noise import langevin_trajectory, minibatch_gradient_variance, sgd_temperature
+from flatminima.nn.models import MLP
+from flatminima.nn.train import DivergenceError
 
 
 def test_langevin_on_a_quadratic_reaches_the_equilibrium_variance():
@@ -75,7 +75,7 @@ def test_sgd_temperature_is_proportional_to_lr_and_falls_with_batch_size():
 
 
 def test_directional_temperatures_match_a_loop_over_minibatches_and_directions():
-    from flatminima.noise import directional_temperatures, minibatch_gradients
+    from flatminima.landscape.noise import directional_temperatures, minibatch_gradients
 
     net, X, y = _problem()
     names = ["layers.1.weight"]
@@ -93,7 +93,7 @@ def test_directional_temperatures_match_a_loop_over_minibatches_and_directions()
 
 
 def test_subspace_potential_is_the_loss_plus_the_restraint():
-    from flatminima.noise import subspace_potential
+    from flatminima.landscape.noise import subspace_potential
 
     net, X, y = _problem()
     names = ["layers.1.weight"]

@@ -7,9 +7,9 @@ import nbformat
 import papermill as pm
 import pytest
 
-from flatminima.params import RUN_CONTROLS
-from flatminima.presets import CLAIMS, params_class
-from flatminima.results import VERDICTS, read_results
+from flatminima.claims.registry import CLAIMS, params_class
+from flatminima.protocol.params import RUN_CONTROLS
+from flatminima.protocol.record import VERDICTS, read_results
 
 from .conftest import ROOT
 from .test_cli import bad_value_for

@@ -1,15 +1,22 @@
-"""Tests of flatminima.optim: reductions to SGD, vmapped replicas, determinism, smoothed-error descent."""
+"""Tests of flatminima.nn.optim: reductions to SGD, vmapped replicas, determinism, smoothed-error descent."""
 from __future__ import annotations
 
 import pytest
 import torch
 from torch.nn import functional as F
 
-from flatminima.mixture import sample_mixture
-from flatminima.models import make_model
-from flatminima.optim import (coupling_schedule, entropy_sgd, replicated_sgd, replicated_sgd_loop, sgd,
-                              smoothed_error_descent, smoothed_error)
-from flatminima.train import DivergenceError
+from flatminima.data.mixture import sample_mixture
+from flatminima.nn.models import make_model
+from flatminima.nn.optim import (
+    coupling_schedule,
+    entropy_sgd,
+    replicated_sgd,
+    replicated_sgd_loop,
+    sgd,
+    smoothed_error,
+    smoothed_error_descent,
+)
+from flatminima.nn.train import DivergenceError
 
 
 @pytest.fixture(scope="module")

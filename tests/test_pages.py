@@ -5,8 +5,8 @@ import matplotlib
 import pandas as pd
 import pytest
 
-from flatminima import pages
-from flatminima.book import colab_install_cell
+from flatminima.pages import notebook as pages
+from flatminima.pages.markdown import colab_install_cell
 
 
 def test_table_hides_the_index_puts_the_key_first_and_rounds():

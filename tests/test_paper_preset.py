@@ -13,16 +13,20 @@ import nbformat
 import pytest
 import yaml
 
-from flatminima import book, cli, presets, runner
-from flatminima.data import DatasetNotAvailable
-from flatminima.params import ParameterError
+from flatminima import cli
+from flatminima.book import pages as book
+from flatminima.claims import registry as presets
+from flatminima.core.errors import ParameterError
+from flatminima.data.registry import DatasetNotAvailable
+from flatminima.pages.markdown import reduced_text
+from flatminima.run import runner
 
 from .conftest import TOY_RUN_CONTROLS, write_toy_project
 
 TOY_MODULE = '''
 from dataclasses import dataclass
 from typing import ClassVar
-from flatminima.params import ClaimParams, param
+from flatminima.protocol.params import ClaimParams, param
 
 @dataclass(frozen=True)
 class Params(ClaimParams):
@@ -43,8 +47,8 @@ TOY_PARAMETERS = textwrap.dedent('''\
 
 TOY_BODY = textwrap.dedent('''\
     import ptoyclaim
-    from flatminima.results import make_record, write_results
-    from flatminima.stats import statistic
+    from flatminima.protocol.record import make_record, write_results
+    from flatminima.stats.intervals import statistic
     params = ptoyclaim.Params.from_namespace(globals())
     head = {**statistic("$x$ <b>bold</b>", [params.value, params.value + 1.0, params.value + 2.0]),
             "paper": "the paper's *number* 1.23"}
@@ -101,7 +105,7 @@ def test_a_reduced_paper_run_lists_every_change_from_the_preset_and_the_command_
                       overrides={"seeds": [0, 1, 2], "value": 7.5})
     run = book.paper_runs(ptoy_root)["ptoy"]
     assert run.reduced == {"seeds": ([*range(10)], [0, 1, 2]), "value": (5.0, 7.5)}
-    assert book.reduced_text(run.reduced) == "seeds: 0-2 (3 seeds); value 5 → 7.5"
+    assert reduced_text(run.reduced) == "seeds: 0-2 (3 seeds); value 5 → 7.5"
     assert book.rerun_command("ptoy", run) == "flatminima run ptoy --preset paper -p seeds 0-2 -p value 7.5"
     cell = book.paper_cell(run)
     assert cell.startswith("{bdg-success}`reproduced`") and "[reduced](paper/ptoy.ipynb)" in cell
@@ -214,7 +218,7 @@ def test_relabel_prefixes_every_figure_label_and_its_references_only():
 
 
 def test_verify_re_creates_a_reduced_paper_run_with_its_reductions():
-    from flatminima.verify import rerun_overrides
+    from flatminima.run.verify import rerun_overrides
 
     params = presets.resolve("variance-flatness", "paper", {"seeds": "0-2", "control_steps": 4000,
                                                               "window_sweep_epochs": [10, 30], "sweep_lrs": []})

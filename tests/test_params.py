@@ -6,8 +6,9 @@ from typing import ClassVar
 
 import pytest
 
-from flatminima.params import PRESET_NAMES, ClaimParams, ParameterError, param
-from flatminima.presets import CLAIMS, params_class, resolve
+from flatminima.claims.registry import CLAIMS, params_class, resolve
+from flatminima.core.errors import ParameterError
+from flatminima.protocol.params import PRESET_NAMES, ClaimParams, param
 
 
 @dataclasses.dataclass(frozen=True)

@@ -8,8 +8,9 @@ import pytest
 from statsmodels.stats.power import TTestPower
 from statsmodels.stats.weightstats import ttost_paired
 
-from flatminima.stats import (check_seeds, combine, decide, power_t, preregister, seeds_for_power, statistic,
-                              tost)
+from flatminima.stats.decision import combine, decide, tost
+from flatminima.stats.intervals import statistic
+from flatminima.stats.power import check_seeds, power_t, preregister, seeds_for_power
 
 
 @pytest.mark.parametrize("alternative", ["larger", "two-sided"])

@@ -1,9 +1,18 @@
-"""Quantisers, surrogate backward passes and BinaryDuo decoupling (flatminima.quantize)."""
+"""Quantisers, surrogate backward passes and BinaryDuo decoupling (flatminima.quant.quantize)."""
 import pytest
 import torch
 
-from flatminima.quantize import (PRECISIONS, SURROGATES, coupled_width, decouple, quant_act, quant_mlp, quantize,
-                                 register_surrogate, tiny_vgg7)
+from flatminima.quant.quantize import (
+    PRECISIONS,
+    SURROGATES,
+    coupled_width,
+    decouple,
+    quant_act,
+    quant_mlp,
+    quantize,
+    register_surrogate,
+    tiny_vgg7,
+)
 
 
 @pytest.mark.parametrize("precision,levels", [("binary", [0.0, 1.0]), ("ternary", [0.0, 0.5, 1.0]),
@@ -188,8 +197,8 @@ def _same(a: torch.nn.Module, b: torch.nn.Module) -> bool:
 
 
 def test_building_seeded_models_leaves_the_global_rng_alone_and_is_deterministic():
-    from flatminima.models import make_model
-    from flatminima.quantize import _quant_mlp, _tiny_vgg7
+    from flatminima.nn.models import make_model
+    from flatminima.quant.quantize import _quant_mlp, _tiny_vgg7
 
     builders = {
         "quant_mlp": (lambda: quant_mlp([7, 5, 4, 3], levels=1, seed=11),
@@ -215,7 +224,7 @@ def test_building_seeded_models_leaves_the_global_rng_alone_and_is_deterministic
 @pytest.mark.parametrize("family,value", [("steep", 1.5), ("steep", 4.0), ("approxsign", 0.5), ("approxsign", 2.0),
                                           ("swishsign", 1.0), ("swishsign", 10.0)])
 def test_surrogate_variants_are_derivatives_of_their_soft_functions_and_integrate_to_one(family, value):
-    from flatminima.quantize import surrogate_variant
+    from flatminima.quant.quantize import surrogate_variant
 
     name = surrogate_variant(family, value)
     assert name == f"{family}@{value:g}" and name in SURROGATES
@@ -237,7 +246,7 @@ def test_surrogate_variants_are_derivatives_of_their_soft_functions_and_integrat
 
 
 def test_default_family_members_equal_the_registered_defaults():
-    from flatminima.quantize import APPROXSIGN_WIDTH, STEEP_SLOPE, SWISH_BETA, surrogate_variant
+    from flatminima.quant.quantize import APPROXSIGN_WIDTH, STEEP_SLOPE, SWISH_BETA, surrogate_variant
 
     y = torch.linspace(-0.5, 1.5, 201, dtype=torch.float64)
     for fam, v in (("steep", STEEP_SLOPE), ("approxsign", APPROXSIGN_WIDTH), ("swishsign", SWISH_BETA)):
@@ -247,7 +256,7 @@ def test_default_family_members_equal_the_registered_defaults():
 
 
 def test_bad_surrogate_variants_fail_with_a_message():
-    from flatminima.quantize import surrogate_variant
+    from flatminima.quant.quantize import surrogate_variant
 
     with pytest.raises(ValueError, match="allowed"):
         surrogate_variant("nope", 1.0)

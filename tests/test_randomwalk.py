@@ -5,9 +5,13 @@ import numpy as np
 import pytest
 import torch
 
-from flatminima.randomwalk import (expected_walk_variances, explained_variance_limit, noise_random_walk,
-                                   walk_gram_eigenvalues)
-from flatminima.trajectory import trajectory_pca
+from flatminima.landscape.randomwalk import (
+    expected_walk_variances,
+    explained_variance_limit,
+    noise_random_walk,
+    walk_gram_eigenvalues,
+)
+from flatminima.landscape.trajectory import trajectory_pca
 
 
 @pytest.mark.parametrize("n", [2, 7, 60])

@@ -1,17 +1,18 @@
 """Results records: schema, JSON safety, and atomic writes that never leave partial files."""
 from __future__ import annotations
 
-from importlib import metadata
 import json
 import math
 import os
+from importlib import metadata
 
 import numpy as np
 import pytest
 import torch
 
-from flatminima import results
-from flatminima.results import VERDICTS, atomic_write_text, make_record, read_results, write_results
+from flatminima.core.io import atomic_write_text
+from flatminima.protocol import record as results
+from flatminima.protocol.record import VERDICTS, make_record, read_results, write_results
 
 
 def record(**kw):

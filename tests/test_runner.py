@@ -5,21 +5,22 @@ A tiny toy claim (registered for the test only) keeps these tests fast.
 from __future__ import annotations
 
 import json
-import sys
 import textwrap
 
 import nbformat
 import pytest
 
-from flatminima import presets, runner
-from flatminima.runner import find_root, inputs_hash, run_claim
+from flatminima.claims import registry as presets
+from flatminima.run import runner
+from flatminima.run.runner import find_root, inputs_hash, run_claim
 
 from .conftest import TOY_RUN_CONTROLS, write_toy_project
 
 TOY_MODULE = '''
 from dataclasses import dataclass
 from typing import ClassVar
-from flatminima.params import ClaimParams, ParameterError, param
+from flatminima.core.errors import ParameterError
+from flatminima.protocol.params import ClaimParams, param
 
 DATASET_SIZE = 100
 
@@ -60,11 +61,11 @@ TOY_PARAMETERS = textwrap.dedent('''\
 TOY_BODY = textwrap.dedent('''\
     import os, pathlib, subprocess, sys, time
     import toyclaim
-    from flatminima.results import make_record, write_results
+    from flatminima.protocol.record import make_record, write_results
     params = toyclaim.Params.from_namespace(globals())
     if params.explode:
         raise RuntimeError("the toy claim exploded on purpose")
-    if cache_dir:  # a finished seed, as flatminima.replicates caches it
+    if cache_dir:  # a finished seed, as flatminima.protocol.replicates caches it
         pathlib.Path(cache_dir, "toy").mkdir(parents=True, exist_ok=True)
         pathlib.Path(cache_dir, "toy", "seed-0-done.json").write_text("{}")
     if params.child:  # a stand-in for a seed worker: it does not die with its parent by itself
@@ -144,7 +145,7 @@ def test_inputs_hash_depends_on_parameters_and_notebook(toy_root):
 def test_a_change_to_the_library_source_invalidates_the_run(toy_root, monkeypatch):
     out = toy_root / "out"
     assert run_claim("toy", root=toy_root, preset="smoke", out_dir=out, device="cpu").status == "ran"
-    monkeypatch.setattr(runner, "package_source_hash", lambda: "edited")
+    monkeypatch.setattr(runner, "claim_source_hash", lambda claim: "edited")
     assert run_claim("toy", root=toy_root, preset="smoke", out_dir=out, device="cpu").status == "ran"
 
 
@@ -172,7 +173,7 @@ def test_parallel_runs_each_write_in_their_own_folder(toy_root, monkeypatch):
 
 
 def test_lock_is_reentrant_in_one_process_and_released_after(tmp_path):
-    from flatminima.lock import LOCK_NAME, out_lock
+    from flatminima.core.lock import LOCK_NAME, out_lock
 
     with out_lock(tmp_path / "o"):
         with out_lock(tmp_path / "o"):  # run_claims takes it, then run_claim again
@@ -185,7 +186,7 @@ def test_lock_is_reentrant_in_one_process_and_released_after(tmp_path):
 
 
 def test_empty_tuple_is_accepted_where_the_default_is_empty(toy_root, monkeypatch):
-    from flatminima.runner import check_params
+    from flatminima.run.runner import check_params
 
     params = check_params("toy", "smoke", {"seeds": [3, 4]})
     assert params.seeds == (3, 4)

@@ -8,9 +8,10 @@ from typing import ClassVar
 
 import pytest
 
-from flatminima.params import ClaimParams, ParameterError, param, parse_seeds
-from flatminima.presets import CLAIMS, resolve
-from flatminima.replicates import load_cached, run_seeds, seed_key
+from flatminima.claims.registry import CLAIMS, resolve
+from flatminima.core.errors import ParameterError
+from flatminima.protocol.params import ClaimParams, param, parse_seeds
+from flatminima.protocol.replicates import load_cached, run_seeds, seed_key
 
 from . import seedfns
 

@@ -7,14 +7,13 @@ import math
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
 from flatminima.claims import sharp_minima as sm
-from flatminima.device import configure_threads
-from flatminima.params import ParameterError
-from flatminima.presets import resolve
+from flatminima.claims.registry import resolve
+from flatminima.core.device import configure_threads
+from flatminima.core.errors import ParameterError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -153,7 +152,7 @@ def test_a_seed_missing_the_smallest_threshold_is_dropped_and_said():
 
 
 def test_results_record_carries_preregistration_parts_and_is_json_serialisable(tmp_path):
-    from flatminima.results import read_results, write_results
+    from flatminima.protocol.record import read_results, write_results
 
     agg = sm.aggregate(P, _records([2.0, 3.0, 4.0, 2.5, 1.8, 2.2, 3.1, 2.7], [0.05] * 8))
     record = sm.make_results(P, agg, seeds=list(range(8)), runtime_s=1.0, device="cpu")

@@ -4,11 +4,18 @@ from __future__ import annotations
 import pytest
 import torch
 
-from flatminima.device import configure_threads
-from flatminima.hessian import dense_hessian, params_of, top_eigenvalue
-from flatminima.models import make_model
-from flatminima.sharpness import (epsilon_sharpness, filter_normalized_direction, homogeneous_layers,
-                                  interpolate_1d, invariant_sharpness, layer_scaling, rescale_layers)
+from flatminima.core.device import configure_threads
+from flatminima.curvature.hessian import dense_hessian, params_of, top_eigenvalue
+from flatminima.curvature.sharpness import (
+    epsilon_sharpness,
+    filter_normalized_direction,
+    homogeneous_layers,
+    interpolate_1d,
+    invariant_sharpness,
+    layer_scaling,
+    rescale_layers,
+)
+from flatminima.nn.models import make_model
 
 configure_threads(1)  # the project's CPU policy: one torch thread per process
 
@@ -125,7 +132,7 @@ def test_filter_normalized_direction_matches_each_rows_norm(tiny):
 # ----------------------------------------------------------------------------- per-neuron rescalings
 @pytest.mark.parametrize("seed", range(3))
 def test_per_neuron_rescaling_keeps_function_and_elementwise_measure_but_moves_lambda_max_and_lambda_R(tiny, seed):
-    from flatminima.sharpness import elementwise_sharpness, random_neuron_factors, rescale_neurons
+    from flatminima.curvature.sharpness import elementwise_sharpness, random_neuron_factors, rescale_neurons
 
     net, X, y = tiny
     p = params_of(net)
@@ -150,7 +157,7 @@ def test_per_neuron_rescaling_keeps_function_and_elementwise_measure_but_moves_l
 
 
 def test_elementwise_measure_is_also_invariant_to_layerwise_rescaling(tiny):
-    from flatminima.sharpness import elementwise_sharpness
+    from flatminima.curvature.sharpness import elementwise_sharpness
 
     net, X, y = tiny
     p = params_of(net)
@@ -161,7 +168,7 @@ def test_elementwise_measure_is_also_invariant_to_layerwise_rescaling(tiny):
 
 @pytest.mark.parametrize("activation", ["tanh", "sigmoid", "gelu"])
 def test_rescaling_refuses_networks_that_are_not_positively_homogeneous(activation):
-    from flatminima.sharpness import random_neuron_factors, rescale_neurons
+    from flatminima.curvature.sharpness import random_neuron_factors, rescale_neurons
 
     net = make_model("mlp", (5,), 3, widths=(6, 4), activation=activation, seed=0)
     p = params_of(net)

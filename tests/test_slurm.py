@@ -16,8 +16,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from flatminima import cli, presets
-from flatminima import sweep as sw
+from flatminima import cli
+from flatminima.claims import registry as presets
+from flatminima.run import sweep as sw
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "slurm-test-cluster.sh"

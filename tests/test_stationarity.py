@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from flatminima.stationarity import ar1, trend_test
+from flatminima.stats.stationarity import ar1, trend_test
 
 
 def test_ar1_has_its_stationary_variance_and_lag_one_correlation():

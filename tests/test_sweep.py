@@ -17,9 +17,11 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from flatminima import cli, presets, replicates
-from flatminima import sweep as sw
-from flatminima.params import ParameterError
+from flatminima import cli
+from flatminima.claims import registry as presets
+from flatminima.core.errors import ParameterError
+from flatminima.protocol import replicates
+from flatminima.run import sweep as sw
 
 from . import sweep_toy as toy
 

@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from flatminima.models import make_model
-from flatminima.train import DivergenceError, evaluate, train
+from flatminima.nn.models import make_model
+from flatminima.nn.train import DivergenceError, evaluate, train
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Tests of flatminima.trajectory against closed forms and independent computations."""
+"""Tests of flatminima.landscape.trajectory against closed forms and independent computations."""
 from __future__ import annotations
 
 import math
@@ -7,11 +7,22 @@ import numpy as np
 import pytest
 import torch
 
-from flatminima.models import MLP
-from flatminima.train import train
-from flatminima.trajectory import (WeightRecorder, batched_param_loss, fit_power_law, flatten_params, line_loss,
-                                   loss_profiles, make_line_loss, mlp_line_loss, naive_param_loss, profile_widths,
-                                   select_parameters, trajectory_pca)
+from flatminima.landscape.trajectory import (
+    WeightRecorder,
+    batched_param_loss,
+    fit_power_law,
+    flatten_params,
+    line_loss,
+    loss_profiles,
+    make_line_loss,
+    mlp_line_loss,
+    naive_param_loss,
+    profile_widths,
+    select_parameters,
+    trajectory_pca,
+)
+from flatminima.nn.models import MLP
+from flatminima.nn.train import train
 
 
 def _orthonormal(k: int, d: int, seed: int) -> torch.Tensor:

@@ -11,9 +11,10 @@ import pytest
 import torch
 
 from flatminima.claims import variance_flatness as vf
-from flatminima.params import RUN_CONTROLS, ParameterError
-from flatminima.results import validate_results
-from flatminima.stats import seeds_for_power
+from flatminima.core.errors import ParameterError
+from flatminima.protocol.params import RUN_CONTROLS
+from flatminima.protocol.record import validate_results
+from flatminima.stats.power import seeds_for_power
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "variance-flatness.ipynb"
 

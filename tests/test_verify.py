@@ -8,9 +8,11 @@ import textwrap
 import numpy as np
 import pytest
 
-from flatminima import cli, presets, runner
-from flatminima.stats import statistic
-from flatminima.verify import compare_records, compare_statistic, rerun_overrides
+from flatminima import cli
+from flatminima.claims import registry as presets
+from flatminima.run import runner
+from flatminima.run.verify import compare_records, compare_statistic, rerun_overrides
+from flatminima.stats.intervals import statistic
 
 from .conftest import TOY_RUN_CONTROLS, write_toy_project
 
@@ -79,8 +81,9 @@ TOY_MODULE = '''
 from dataclasses import dataclass
 from typing import ClassVar
 import numpy as np
-from flatminima.params import ClaimParams, param
-from flatminima.stats import decide, statistic
+from flatminima.protocol.params import ClaimParams, param
+from flatminima.stats.decision import decide
+from flatminima.stats.intervals import statistic
 
 @dataclass(frozen=True)
 class Params(ClaimParams):
@@ -107,8 +110,8 @@ TOY_PARAMETERS = textwrap.dedent('''\
 
 TOY_BODY = textwrap.dedent('''\
     import vtoyclaim
-    from flatminima.replicates import cache_dir_for, run_seeds
-    from flatminima.results import make_record, write_results
+    from flatminima.protocol.replicates import cache_dir_for, run_seeds
+    from flatminima.protocol.record import make_record, write_results
     params = vtoyclaim.Params.from_namespace(globals())
     records = run_seeds(vtoyclaim.run_seed, params, cache_dir=cache_dir_for(results_dir, cache_dir), workers=1)
     verdict, head = vtoyclaim.aggregate(params, records)

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from flatminima.claims import wide_minima as wm
-from flatminima.params import ParameterError
-from flatminima.presets import resolve
-from flatminima.results import validate_results
-from flatminima.stats import power_t
+from flatminima.claims.registry import resolve
+from flatminima.core.errors import ParameterError
+from flatminima.protocol.record import validate_results
+from flatminima.stats.power import power_t
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "wide-minima.ipynb"
 

@@ -19,9 +19,24 @@ from typing import Any
 
 import yaml
 
-from .params import PRESET_NAMES, RUN_CONTROLS, ParameterError
-from .presets import CLAIMS, params_class
-
+from flatminima.book.build import build_book
+from flatminima.claims.registry import CLAIMS, params_class
+from flatminima.core.device import check_device
+from flatminima.core.errors import ParameterError
+from flatminima.data.fetch import FetchError, fetch, list_data
+from flatminima.data.registry import DatasetNotAvailable
+from flatminima.protocol.params import PRESET_NAMES, RUN_CONTROLS
+from flatminima.run import sweep as sw
+from flatminima.run.runner import (
+    PUBLISHED_BESIDE,
+    Interrupted,
+    check_params,
+    check_writable,
+    find_root,
+    published_dir,
+    run_claims,
+)
+from flatminima.run.verify import HEADER, verify
 
 SET_BY_COMMAND = ("preset", "results_dir", "show_progress", "cache_dir", "workers")
 """Run controls that the command sets itself (``--preset``, ``--out``, ``--jobs``); ``-p`` refuses them."""
@@ -105,7 +120,6 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def _validated(claims: list[str], preset: str, overrides: dict[str, Any], device: str) -> None:
     """Every check that needs no kernel: names, values, empty tuples, dataset bounds, the device."""
-    from .runner import check_device, check_params
 
     _check_names(claims, overrides)
     for claim in claims:
@@ -115,8 +129,6 @@ def _validated(claims: list[str], preset: str, overrides: dict[str, Any], device
 
 def _run_batch(claims, *, root, preset, overrides, out, device, force, jobs, timeout):
     """Validate, check the output folder, then run; prints one line per claim."""
-    from .runner import check_writable, published_dir, run_claims
-
     _validated(claims, preset, overrides, device)
     check_writable(out if out is not None else published_dir(root, preset))
     return run_claims(claims, root=root, preset=preset, overrides=overrides, out_dir=out, device=device,
@@ -124,8 +136,6 @@ def _run_batch(claims, *, root, preset, overrides, out, device, force, jobs, tim
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .runner import find_root
-
     claims = _check_claims(args.claims)
     overrides = _overrides(args.param)
     device = overrides.pop("device", args.device)
@@ -146,9 +156,6 @@ def cmd_book(args: argparse.Namespace) -> int:
     runs the cpu chapters *and* the paper presets (into ``book/generated/paper/``); only then is
     a paper preset ever executed. Published paper runs are always read, never re-run, otherwise.
     """
-    from .book import build_book
-    from .data import DatasetNotAvailable
-    from .runner import PUBLISHED_BESIDE, check_params, find_root
 
     root = find_root(args.root)
     t0 = time.perf_counter()
@@ -176,8 +183,6 @@ def cmd_book(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from .runner import find_root
-    from .verify import HEADER, verify
 
     claims = _check_claims(args.claims)
     root = find_root(args.root)
@@ -203,8 +208,6 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def cmd_data(args: argparse.Namespace) -> int:
     """``data fetch NAME``: put a torchvision dataset under the data root; ``data list``: what is there."""
-    from .fetch import FetchError, fetch, list_data
-
     if args.action == "fetch":
         if args.name is None:
             raise ParameterError("data fetch needs a dataset name: mnist, fashion-mnist or cifar10")
@@ -237,8 +240,6 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     """Run a grid x seeds sweep of one claim through submitit and write its tables and book page."""
     import shlex
 
-    from . import sweep as sw
-
     grid = sw.parse_grid(args.grid or [])
     fixed = _overrides(args.param)
     device = args.device or ("cuda" if args.slurm_gpus else "cpu")
@@ -247,8 +248,6 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.out:
         out = Path(args.out).resolve()
     else:
-        from .runner import find_root
-
         out = find_root(args.root) / sw.SWEEPS_DIR / name
     cache = Path(args.cache_dir).resolve() if args.cache_dir else out / "seeds"
     print(f"sweep {args.claim}: {len(plan.cells)} grid cells x {len(plan.seeds)} seeds = {len(plan.points)} "
@@ -364,8 +363,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point. Exit codes: 0 ok, 1 a claim failed, 2 bad input or an unusable folder (nothing
     was run), 128 + signal number when stopped by SIGINT (130) or SIGTERM (143)."""
-    from .runner import Interrupted
-
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -5,19 +5,19 @@ Part A (:func:`run_seed_a`, one seed): teacher-student regression with Gaussian 
 with quantised hidden activations (full, binary, ternary, 2-bit) is trained with the straight-through
 estimator at its own precision; then, on ``eval_samples`` fresh samples, the per-layer cosine between
 each surrogate's backprop gradient and the coordinate discrete gradient (CDG, the paper's eq. for the
-gradient of the box-smoothed loss) of the true quantised loss is measured (:mod:`flatminima.mismatch`),
+gradient of the box-smoothed loss) of the true quantised loss is measured (:mod:`flatminima.quant.mismatch`),
 at the pre-stated smoothing half-width ``eps`` and at the robustness widths ``eps_robustness``.
 Each binary surrogate uses its own shape hyper-parameter, tuned on held-out seeds
 (:func:`run_tuning_seed`, :data:`TUNING`).
 
 Part B (:func:`run_seed_b`, one seed): a binary-activation MLP with ``len(duo_widths)`` binary layers
 against a coupled ternary net of matched decoupled cost, decoupled exactly as the authors' code does
-(:func:`flatminima.quantize.decouple`) and fine-tuned as a binary net, on a teacher-student
+(:func:`flatminima.quant.quantize.decouple`) and fine-tuned as a binary net, on a teacher-student
 classification task with a large generated training set (optimisation, not data, limits accuracy)
 and a 20,000-sample generated test set; the statistic is the test-accuracy gain in points.
 
-:func:`aggregate` turns the per-seed records into the statistics, the verdicts (:func:`flatminima.stats.decide`
-per part, :func:`flatminima.stats.combine`) and the results record.
+:func:`aggregate` turns the per-seed records into the statistics, the verdicts (:func:`flatminima.stats.decision.decide`
+per part, :func:`flatminima.stats.decision.combine`) and the results record.
 """
 from __future__ import annotations
 
@@ -32,17 +32,34 @@ import pandas as pd
 import torch
 from torch.nn import functional as F
 
-from .. import replicates
-from ..data import DATASETS, load_dataset
-from ..mismatch import (coordinate_discrete_gradient, cosine, es_gradient, layer_cosines, sample_coordinates,
-                        surrogate_gradient)
-from ..models import MLP, build_seeded
-from ..params import ClaimParams, ParameterError, param
-from ..quantize import (PRECISIONS, SURROGATE_FAMILIES, coupled_width, decouple, quant_mlp, surrogate_variant,
-                        tiny_vgg7)
-from ..results import make_record
-from ..stats import check_seeds, combine, decide, mean_ci, power_t, preregister, statistic
-from ..train import check_finite, evaluate, train
+from flatminima.core.errors import ParameterError
+from flatminima.data.loaders import load_dataset
+from flatminima.data.registry import DATASETS
+from flatminima.nn.models import MLP, build_seeded
+from flatminima.nn.train import check_finite, evaluate, train
+from flatminima.protocol import replicates
+from flatminima.protocol.params import ClaimParams, param
+from flatminima.protocol.record import make_record
+from flatminima.quant.mismatch import (
+    coordinate_discrete_gradient,
+    cosine,
+    es_gradient,
+    layer_cosines,
+    sample_coordinates,
+    surrogate_gradient,
+)
+from flatminima.quant.quantize import (
+    PRECISIONS,
+    SURROGATE_FAMILIES,
+    coupled_width,
+    decouple,
+    quant_mlp,
+    surrogate_variant,
+    tiny_vgg7,
+)
+from flatminima.stats.decision import combine, decide
+from flatminima.stats.intervals import mean_ci, statistic
+from flatminima.stats.power import check_seeds, power_t, preregister
 
 BN_INIT = (0.25, 0.5)
 r"""Part A students start their BN at :math:`\gamma = 1/4, \beta = 1/2`: :math:`y = 1/2 + \mathrm{BN}(z)/4`,
@@ -446,7 +463,7 @@ def run_seed(params: Params, seed: int, device: torch.device) -> dict[str, Any]:
 
 def run_parts(params: Params, *, cache_dir=None, workers: int | None = None, device: torch.device | str = "cpu",
               show_progress: bool = False) -> list[dict]:
-    """Both parts over their seeds through :func:`flatminima.replicates.run_seeds` (cached, in processes).
+    """Both parts over their seeds through :func:`flatminima.protocol.replicates.run_seeds` (cached, in processes).
 
     Returns records in the form :func:`aggregate` reads: ``{"seed", "part_a", "part_b"}`` for every
     seed of ``params.seeds``, a part's entry None where that part does not use the seed.
@@ -513,7 +530,7 @@ CRITERION = (
 
 
 def part_a_decision(df: pd.DataFrame, params: Params) -> tuple[Any, dict[str, Any]]:
-    """Part A's :class:`~flatminima.stats.Decision` (after the gates) and its statistics."""
+    """Part A's :class:`~flatminima.stats.decision.Decision` (after the gates) and its statistics."""
     gains = mismatch_gains(df, params.surrogates, params.eps)
     M = mismatch_per_seed(df, params.eps)
     D = gains["difference"].to_numpy()
@@ -554,7 +571,7 @@ def part_a_decision(df: pd.DataFrame, params: Params) -> tuple[Any, dict[str, An
 
 
 def part_b_decision(duo: pd.DataFrame) -> tuple[Any, dict[str, Any]]:
-    """Part B's :class:`~flatminima.stats.Decision` and its statistics; raises if decoupling changed the function."""
+    """Part B's :class:`~flatminima.stats.decision.Decision` and its statistics; raises if decoupling changed the function."""
     worst = float(duo.decoupling_max_abs_diff.max())
     if worst > 1e-6:
         raise RuntimeError(f"decoupling changed the network's outputs (max |diff| = {worst:.3g} in float64); "
@@ -588,8 +605,8 @@ def aggregate(params: Params, records: list[dict], *, runtime_s: float = 0.0, de
               es: pd.DataFrame | None = None) -> dict[str, Any]:
     """The results record from per-seed records ``{"seed", "part_a" (or None), "part_b"}`` (:func:`run_parts`).
 
-    Part A and Part B are each decided by :func:`flatminima.stats.decide` (see :data:`CRITERION`) and
-    combined with :func:`flatminima.stats.combine`; the headline is Part A's D.
+    Part A and Part B are each decided by :func:`flatminima.stats.decision.decide` (see :data:`CRITERION`) and
+    combined with :func:`flatminima.stats.decision.combine`; the headline is Part A's D.
     """
     ra = [r["part_a"] for r in records if r.get("part_a")]
     rb = [r["part_b"] for r in records if r.get("part_b")]

@@ -36,17 +36,35 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from ..data import DATASETS, Dataset, load_dataset
-from ..hessian import (flatten, hutchinson_trace, lanczos, loss_and_grad, make_hvp, params_of,
-                       spectral_density)
-from ..models import make_model
-from ..params import ClaimParams, ParameterError, param
-from ..progress import progress
-from ..results import make_record
-from ..sharpness import (elementwise_operator, epsilon_sharpness, homogeneous_layers, interpolate_1d,
-                         invariant_operator, random_neuron_factors, rescale_layers, rescale_neurons)
-from ..stats import combine, decide, mean_ci, preregister, statistic
-from ..train import train
+from flatminima.core.errors import ParameterError
+from flatminima.core.progress import progress
+from flatminima.curvature.hessian import (
+    flatten,
+    hutchinson_trace,
+    lanczos,
+    loss_and_grad,
+    make_hvp,
+    params_of,
+    spectral_density,
+)
+from flatminima.curvature.sharpness import (
+    elementwise_operator,
+    epsilon_sharpness,
+    interpolate_1d,
+    invariant_operator,
+    random_neuron_factors,
+    rescale_layers,
+    rescale_neurons,
+)
+from flatminima.data.loaders import Dataset, load_dataset
+from flatminima.data.registry import DATASETS
+from flatminima.nn.models import make_model
+from flatminima.nn.train import train
+from flatminima.protocol.params import ClaimParams, param
+from flatminima.protocol.record import make_record
+from flatminima.stats.decision import combine, decide
+from flatminima.stats.intervals import mean_ci, statistic
+from flatminima.stats.power import preregister
 
 DINH_TOLERANCE = 1e-3
 """Largest relative change of an invariant measure under rescaling accepted as 'unchanged' (float32 Lanczos)."""
@@ -344,7 +362,7 @@ def interpolation(net: nn.Module, sb: dict[str, torch.Tensor], lb: dict[str, tor
 
 def density(net: nn.Module, p: dict[str, torch.Tensor], data: Dataset, params: Params, *, seed: int = 0
             ) -> dict[str, list]:
-    """Hessian spectral density at ``p`` by :func:`flatminima.hessian.spectral_density`: nodes and weights."""
+    """Hessian spectral density at ``p`` by :func:`flatminima.curvature.hessian.spectral_density`: nodes and weights."""
     X, y = curvature_subset(params, data)
     hvp, theta, spec = make_hvp(net, X, y, p)
     d = spectral_density(hvp, spec.dim, num_probes=params.slq_probes, num_iter=params.slq_iter, seed=seed,

@@ -8,14 +8,14 @@ the level :math:`e L_0`, and fit :math:`\sigma_i^2 \propto F_i^{-\psi}`. Around 
 * **window lengths**: the same analysis over windows of ``window_sweep_epochs`` epochs from the
   same start (thinned to about the same number of snapshots);
 * **random-walk null**: the same PCA on a walk with the measured minibatch-noise covariance and
-  no landscape (:func:`flatminima.randomwalk.noise_random_walk`), its directions' widths measured
+  no landscape (:func:`flatminima.landscape.randomwalk.noise_random_walk`), its directions' widths measured
   in the real landscape;
 * **mechanism**: the noise strength :math:`T_i = \tfrac\alpha2\operatorname{Var}_\mu[p_i^\top g^\mu]`
   along each principal direction against :math:`F_i` (:math:`T_i \propto F_i^{-\kappa}`);
 * **equilibrium control**: isotropic-noise Langevin dynamics at the SGD's mean temperature in
   the subspace of the SGD window's principal directions, on the potential
   :math:`U = L + \tfrac\lambda2\lVert z\rVert^2` (a weight decay towards the window start gives it
-  a stationary state), checked stationary by :func:`flatminima.stationarity.trend_test`; at
+  a stationary state), checked stationary by :func:`flatminima.stats.stationarity.trend_test`; at
   equilibrium :math:`\sigma_i^2 = T/h_i` (Einstein), a positive slope, predicted from the
   measured curvatures :math:`h_i` and compared with the measured one.
 
@@ -34,18 +34,36 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..data import DATASETS, load_dataset
-from ..models import ACTIVATIONS, make_model
-from ..noise import (directional_temperatures, langevin_trajectory, minibatch_gradients, sgd_temperature,
-                     subspace_potential)
-from ..params import ClaimParams, ParameterError, param
-from ..randomwalk import noise_random_walk
-from ..results import make_record
-from ..stationarity import trend_test
-from ..stats import check_seeds, combine, decide, mean_ci, preregister, statistic
-from ..trajectory import (WeightRecorder, fit_power_law, loss_profiles, make_line_loss, profile_widths,
-                          select_parameters, trajectory_pca)
-from ..train import check_finite, evaluate, train
+from flatminima.core.errors import ParameterError
+from flatminima.curvature.hessian import flatten
+from flatminima.data.loaders import load_dataset
+from flatminima.data.registry import DATASETS
+from flatminima.landscape.noise import (
+    directional_temperatures,
+    langevin_trajectory,
+    minibatch_gradients,
+    sgd_temperature,
+    subspace_potential,
+)
+from flatminima.landscape.randomwalk import noise_random_walk
+from flatminima.landscape.trajectory import (
+    WeightRecorder,
+    fit_power_law,
+    loss_profiles,
+    make_line_loss,
+    profile_widths,
+    select_parameters,
+    trajectory_pca,
+    unflatten_params,
+)
+from flatminima.nn.models import ACTIVATIONS, make_model
+from flatminima.nn.train import check_finite, evaluate, train
+from flatminima.protocol.params import ClaimParams, param
+from flatminima.protocol.record import make_record
+from flatminima.stats.decision import combine, decide
+from flatminima.stats.intervals import mean_ci, statistic
+from flatminima.stats.power import check_seeds, preregister
+from flatminima.stats.stationarity import trend_test
 
 
 @dataclass(frozen=True)
@@ -173,7 +191,7 @@ def analyze_window(net: torch.nn.Module, traj: torch.Tensor, names: list[str], d
                    seed: int, lr: float) -> tuple[dict[str, Any], Any]:
     """PCA of ``traj``, widths at ``loss_level * L0`` around the current weights of ``net``, power-law fit.
 
-    Returns a JSON-able summary and the :class:`~flatminima.trajectory.PCAResult`.
+    Returns a JSON-able summary and the :class:`~flatminima.landscape.trajectory.PCAResult`.
     """
     X, y = _loss_data(params, data)
     pca = trajectory_pca(traj, params.num_components, seed=seed)
@@ -251,8 +269,6 @@ def run_control(start: torch.nn.Module, names: list[str], data, basis: torch.Ten
     net = copy.deepcopy(start)
     P = pca.components.to(torch.float64)  # directions in z
     with torch.no_grad():
-        from ..hessian import flatten
-        from ..trajectory import unflatten_params
         base = dict(net.named_parameters())
         w_s = flatten({n: base[n] for n in names})[0].to(torch.float64)
         for n, t in unflatten_params((w_s + z_f @ B.double()).to(B.dtype), base, names).items():

@@ -8,7 +8,7 @@ regions. One replication (:func:`run_seed`) draws one data set per seed and comp
 
 1. the plug-in Bayes-optimal (BO) test error against its closed form (every alpha, both rho);
 2. **balanced clusters**: the Monte-Carlo Franz–Parisi local entropy
-   :math:`S(\theta) = \ln\Pr_u[E(a') \le E(a)]` (:func:`flatminima.flatness.cone_local_entropy`)
+   :math:`S(\theta) = \ln\Pr_u[E(a') \le E(a)]` (:func:`flatminima.landscape.flatness.cone_local_entropy`)
    along the ridge :math:`\lambda` path (the MSE-loss minimisers of the paper, which tend to BO as
    :math:`\lambda\to\infty`) and along the straight path from max-margin to BO; the exact local
    energy of both conventions (relative :math:`\delta E`, absolute perturbed error); the crossover
@@ -31,16 +31,33 @@ import torch
 from torch.func import functional_call
 from torch.nn import functional as F
 
-from ..data import load_dataset
-from ..flatness import (augmented, classification_error_fn, cone_local_entropy, crossover_sigma,
-                        local_energy_loop, perturbed_error, stabilities)
-from ..mixture import (bayes_optimal_error, bayes_optimal_estimator, max_margin_classifier, plugin_test_error,
-                       ridge_classifier, sample_mixture)
-from ..models import make_model
-from ..optim import entropy_sgd, replicated_sgd, sgd
-from ..params import ClaimParams, ParameterError, param
-from ..results import make_record
-from ..stats import combine, decide, mean_ci, preregister, statistic
+from flatminima.core.errors import ParameterError
+from flatminima.data.loaders import load_dataset
+from flatminima.data.mixture import (
+    bayes_optimal_error,
+    bayes_optimal_estimator,
+    max_margin_classifier,
+    plugin_test_error,
+    ridge_classifier,
+    sample_mixture,
+)
+from flatminima.landscape.flatness import (
+    augmented,
+    classification_error_fn,
+    cone_local_entropy,
+    crossover_sigma,
+    local_energy_loop,
+    perturbed_error,
+    stabilities,
+)
+from flatminima.nn.models import make_model
+from flatminima.nn.optim import entropy_sgd, replicated_sgd, sgd
+from flatminima.protocol.params import ClaimParams, param
+from flatminima.protocol.record import make_record
+from flatminima.protocol.replicates import run_seeds
+from flatminima.stats.decision import combine, decide
+from flatminima.stats.intervals import mean_ci, statistic
+from flatminima.stats.power import preregister
 
 ALGORITHMS = ("SGD", "Entropy-SGD", "replicated SGD (equal budget)", "replicated SGD (full epochs)")
 
@@ -393,8 +410,6 @@ def record(params: Params, records: list[dict], *, device: torch.device | str, r
 def run(params: Params, *, device: torch.device | str = "cpu", cache_dir=None, workers: int | None = 1,
         show_progress: bool = False) -> dict[str, Any]:
     """The whole protocol in one call: :func:`run_seed` over ``params.seeds``, then :func:`record`."""
-    from ..replicates import run_seeds
-
     t0 = time.perf_counter()
     recs = run_seeds(run_seed, params, cache_dir=cache_dir, workers=workers, device=device,
                      show_progress=show_progress, desc="wide-minima seeds")

@@ -1,0 +1,295 @@
+"""Record -> Markdown: escaping untrusted text, verdict badges, statistics, provenance, the result box.
+
+Everything taken from a record (labels, reasons, the paper's numbers, criteria, versions) is
+*untrusted text*: :func:`escape_md` turns it into Markdown that renders as exactly that text.
+The one exception is inline TeX between dollar signs (``$\\lambda_R$``), which is rendered as
+maths when it uses only ordinary TeX (no ``\\href``, ``\\class``, macro definitions, ...).
+"""
+from __future__ import annotations
+
+import datetime
+import re
+import uuid
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import nbformat
+
+from flatminima.claims.registry import deviations
+
+OUTCOME_BADGE: dict[str, str] = {"reproduced": "success", "not reproduced": "danger",
+                                 "inconclusive": "warning"}
+
+
+PROVENANCE_KEY = "provenance"  # cell.metadata.flatminima.role of the provenance cell
+
+
+# ----------------------------------------------------------------------------- escaping
+# The ASCII punctuation that can start Markdown/MyST markup (emphasis, code, roles, links, HTML,
+# entities, headings, lists, tables, maths, comments, fences); each is CommonMark-escapable.
+_PUNCT = re.compile(r"([\\`*_{}\[\]<>()#+\-.!|$~^&:%])")
+
+
+_MATH = re.compile(r"\$([^$\n]{1,200}?)\$")
+
+
+_MATH_OK = re.compile(r"[A-Za-z0-9\\_^{}()\[\]+\-*/=,.;:|'!<>~ ]+")
+
+
+_MATH_BANNED = re.compile(r"\\(href|url|class|cssId|style|data|html|require|unicode|def|gdef|edef|let|"
+                          r"newcommand|renewcommand|newenvironment|renewenvironment|DeclareMathOperator|"
+                          r"mmlToken|toggle|texttip|tooltip|mathtip|action|input|include)(?![A-Za-z])")
+
+
+def _escape_text(text: str) -> str:
+    return _PUNCT.sub(r"\\\1", text)
+
+
+def safe_math(tex: str) -> bool:
+    """Whether ``tex`` (the inside of ``$...$``) may be rendered as maths: ordinary TeX only."""
+    return bool(_MATH_OK.fullmatch(tex)) and not _MATH_BANNED.search(tex) and tex.strip() == tex != ""
+
+
+def escape_md(text: Any, *, math: bool = True) -> str:
+    r"""Untrusted text as one line of MyST Markdown that renders as exactly that text.
+
+    Every punctuation character that can start markup is backslash-escaped (CommonMark renders ``\<`` as ``<``,
+    and Sphinx then HTML-escapes it), so no HTML, role, directive, link, emphasis or list can be
+    formed; newlines become spaces. With ``math=True``, a ``$...$`` span that passes
+    :func:`safe_math` becomes a ``{math}`` role, so record labels can carry real maths.
+    """
+    s = " ".join(("" if text is None else str(text)).split())
+    if not math:
+        return _escape_text(s)
+    out, pos = [], 0
+    for m in _MATH.finditer(s):
+        if not safe_math(m.group(1)):
+            continue
+        out.append(_escape_text(s[pos:m.start()]))
+        out.append("{math}`" + m.group(1) + "`")
+        pos = m.end()
+    out.append(_escape_text(s[pos:]))
+    return "".join(out)
+
+
+def fmt(x: Any) -> str:
+    if isinstance(x, bool):
+        return str(x)
+    if isinstance(x, (int, float)):
+        return f"{x:.3g}"
+    return "n/a" if x is None else str(x)
+
+
+def badge(outcome: Any) -> str:
+    """A coloured sphinx-design badge for a verdict or part outcome (green, red, amber; grey otherwise)."""
+    text = str(outcome) if outcome is not None else "missing"
+    kind = OUTCOME_BADGE.get(text, "secondary")
+    text = re.sub(r"[^A-Za-z0-9 ]", "", text)[:40] or "unknown"
+    return f"{{bdg-{kind}}}`{text}`"
+
+
+def statistic_text(st: Mapping[str, Any] | None) -> str:
+    """``label value [low, high]`` (plain text, unescaped) for a statistic in the records' form."""
+    if not isinstance(st, Mapping) or "value" not in st:
+        return ""
+    out = f"{st.get('label', '')}: {fmt(st.get('value'))}".lstrip(": ")
+    if st.get("ci_low") is not None and st.get("ci_high") is not None:
+        out += f" [{fmt(st['ci_low'])}, {fmt(st['ci_high'])}]"
+    return out
+
+
+def statistic_md(st: Mapping[str, Any] | None) -> str:
+    """A statistic as escaped Markdown: the label, the value in bold, the 95% interval."""
+    if not isinstance(st, Mapping) or "value" not in st:
+        return "n/a"
+    out = (escape_md(st.get("label", "")) + ": ") if st.get("label") else ""
+    out += f"**{escape_md(fmt(st.get('value')))}**"
+    if st.get("ci_low") is not None and st.get("ci_high") is not None:
+        out += " " + escape_md(f"[{fmt(st['ci_low'])}, {fmt(st['ci_high'])}]")
+    return out
+
+
+def parts_of(record: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    return [p for p in (record.get("parts") or []) if isinstance(p, Mapping)]
+
+
+def verdict_reason(record: Mapping[str, Any]) -> str:
+    """Why the verdict is what it is, in one plain-text sentence built from the record's parts.
+
+    The verdict combines the parts (:func:`flatminima.stats.combine`): it is *not reproduced* because
+    of the parts that are not reproduced, *inconclusive* because of the inconclusive ones, and
+    *reproduced* when every part is; the sentence names the deciding parts and their reasons.
+    First-edition records (no parts) fall back to the criterion.
+    """
+    verdict = record.get("verdict")
+    parts = parts_of(record)
+    if not parts:
+        return str(record.get("criterion") or "")
+
+    def says(p: Mapping[str, Any]) -> str:
+        return f"{p.get('name', 'part')} is {p.get('outcome', 'missing')}: {p.get('reason', '')}".rstrip(": ")
+
+    if verdict == "reproduced":
+        return ("Every part is reproduced. " if len(parts) > 1 else "") + "; ".join(says(p) for p in parts) + "."
+    deciding = [p for p in parts if p.get("outcome") == verdict] or parts
+    return "; ".join(says(p) for p in deciding) + "."
+
+
+def compact_seeds(seeds: Iterable[Any]) -> str:
+    """``[0, 1, 2, 5, 7, 8]`` as ``0-2, 5, 7-8``."""
+    try:
+        vals = sorted({int(s) for s in seeds})
+    except (TypeError, ValueError):
+        return ", ".join(str(s) for s in seeds)
+    out: list[str] = []
+    i = 0
+    while i < len(vals):
+        j = i
+        while j + 1 < len(vals) and vals[j + 1] == vals[j] + 1:
+            j += 1
+        out.append(str(vals[i]) if i == j else f"{vals[i]}-{vals[j]}")
+        i = j + 1
+    return ", ".join(out)
+
+
+def duration_text(seconds: Any) -> str:
+    try:
+        s = float(seconds)
+    except (TypeError, ValueError):
+        return "n/a"
+    return f"{s:.0f} s" if s < 90 else f"{s / 60:.1f} min"
+
+
+def utc_text(iso: Any) -> str:
+    """An ISO timestamp as ``2026-12-01 09:08 UTC`` (other text unchanged; None: "not recorded")."""
+    if not iso:
+        return "not recorded"
+    try:
+        t = datetime.datetime.fromisoformat(str(iso))
+    except ValueError:
+        return str(iso)
+    if t.tzinfo is not None:
+        t = t.astimezone(datetime.timezone.utc)
+    return t.strftime("%Y-%m-%d %H:%M") + (" UTC" if t.tzinfo is not None else "")
+
+
+# ----------------------------------------------------------------------------- provenance
+VERSION_ORDER = ("flatminima", "python", "torch", "numpy", "scipy", "pandas", "scikit-learn", "sklearn",
+                 "statsmodels", "mnist1d", "papermill", "myst-nb", "torchvision")
+
+
+def provenance_lines(record: Mapping[str, Any]) -> list[str]:
+    """The provenance of a record as escaped Markdown list items (commit, date, preset, seeds, machine, versions)."""
+    prov = record.get("provenance") if isinstance(record.get("provenance"), Mapping) else {}
+    seeds = record.get("seeds") or []
+    lines = []
+    when = prov.get("executed_at")
+    run = (f"{record.get('preset')} preset, {len(seeds)} seeds ({compact_seeds(seeds)}), "
+           f"{duration_text(record.get('runtime_s'))} on {record.get('device', '?')}")
+    lines.append(f"- **Run**: {escape_md(run, math=False)}")
+    lines.append(f"- **Executed**: {escape_md(utc_text(when), math=False)}")
+    try:
+        changed = deviations(str(record.get("claim")), str(record.get("preset")), dict(record.get("parameters") or {}))
+    except Exception:  # noqa: BLE001 - an unknown claim or preset, or parameters that no longer validate
+        changed = {}
+    if changed:
+        lines.append(f"- **Changed from the {escape_md(record.get('preset'), math=False)} preset**: "
+                     f"{escape_md(reduced_text(changed), math=False)}")
+    commit = prov.get("git_commit")
+    if commit:
+        state = {True: " (with uncommitted changes)", False: " (clean)"}.get(prov.get("git_dirty"), "")
+        lines.append(f"- **Commit**: `{re.sub(r'[^0-9a-fA-F]', '', str(commit))[:12]}`{escape_md(state)}")
+    else:
+        lines.append("- **Commit**: not recorded")
+    if prov:
+        machine = f"{prov.get('machine', '?')}, {prov.get('cpu_count', '?')} CPUs"
+        if prov.get("cpu_capability"):
+            machine += f", {prov['cpu_capability']} kernels"
+        if prov.get("torch_threads") is not None:
+            machine += f", {prov['torch_threads']} torch threads"
+        if prov.get("gpu"):
+            machine += f", GPU {prov['gpu']}"
+        lines.append(f"- **Machine**: {escape_md(machine, math=False)}")
+    else:
+        lines.append("- **Machine**: not recorded (a record from before provenance was kept)")
+    vers = record.get("versions") if isinstance(record.get("versions"), Mapping) else {}
+    if vers:
+        keys = [k for k in VERSION_ORDER if k in vers] + sorted(k for k in vers if k not in VERSION_ORDER
+                                                                and k != "platform")
+        lines.append("- **Versions**: " + escape_md(", ".join(f"{k} {vers[k]}" for k in keys), math=False))
+    return lines
+
+
+def provenance_markdown(record: Mapping[str, Any], *, title: str = "Provenance of this page") -> str:
+    """A collapsed admonition with the record's provenance: commit, date, preset, seeds, machine, versions.
+
+    Every value is escaped (:func:`escape_md`); missing fields read "not recorded".
+    """
+    return "\n".join([f":::{{admonition}} {escape_md(title, math=False)}", ":class: dropdown provenance", "",
+                      *provenance_lines(record), ":::", ""])
+
+
+def add_provenance_cell(nb: nbformat.NotebookNode, record: Mapping[str, Any]) -> nbformat.NotebookNode:
+    """Append (or replace) the final Markdown cell of an executed notebook with :func:`provenance_markdown`.
+
+    The cell is marked ``metadata.flatminima.role = "provenance"``; earlier provenance cells are
+    removed, so calling this twice leaves one cell, at the end. Returns ``nb`` (changed in place).
+    """
+    nb.cells = [c for c in nb.cells
+                if not (isinstance(c.get("metadata", {}).get("flatminima"), Mapping)
+                        and c.metadata["flatminima"].get("role") == PROVENANCE_KEY)]
+    cell = nbformat.v4.new_markdown_cell(provenance_markdown(record),
+                                         metadata={"flatminima": {"role": PROVENANCE_KEY}})
+    cell.pop("id", None)
+    if nb.get("nbformat", 4) >= 4 and nb.get("nbformat_minor", 0) >= 5:
+        cell["id"] = uuid.uuid4().hex[:8]
+    nb.cells.append(cell)
+    return nb
+
+
+def colab_install_cell(repo_url: str) -> nbformat.NotebookNode:
+    """A code cell that installs the library when the notebook runs in Google Colab (a no-op elsewhere).
+
+    Tagged ``remove-cell`` so the book does not show it. ``repo_url`` is the book's ``repository.url``.
+    """
+    if not re.fullmatch(r"https://[A-Za-z0-9._~/-]+", repo_url or ""):
+        raise ValueError(f"repo_url must be an https URL of the repository, got {repo_url!r}")
+    src = ("import sys\n"
+           "if 'google.colab' in sys.modules:  # Colab: install the library this notebook imports\n"
+           f"    %pip install --quiet 'flatminima @ git+{repo_url}'")
+    return nbformat.v4.new_code_cell(src, metadata={"tags": ["remove-cell"], "flatminima": {"role": "install"}})
+
+
+# ----------------------------------------------------------------------------- result box and dashboard
+def result_box_markdown(record: Mapping[str, Any], *, title: str = "Result") -> str:
+    """The "Result" admonition of a chapter from its record: badge, primary number, paper's number, why."""
+    h = record.get("headline") if isinstance(record.get("headline"), Mapping) else {}
+    lines = [f":::{{admonition}} {escape_md(title, math=False)}", ":class: result", "",
+             f"**Verdict**: {badge(record.get('verdict'))}", ""]
+    if "value" in h:
+        n = f", {h['n']} seeds" if isinstance(h.get("n"), int) else ""
+        lines += [f"**Ours** (95% interval{escape_md(n, math=False)}): {statistic_md(h)}", ""]
+    if h.get("paper"):
+        lines += [f"**Paper**: {escape_md(h['paper'])}", ""]
+    why = verdict_reason(record)
+    if why:
+        lines += [f"**Why**: {escape_md(why)}", ""]
+    lines += [":::", ""]
+    return "\n".join(lines)
+
+
+def _value_text(v: Any) -> str:
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_value_text(x) for x in v) + "]"
+    return fmt(v) if isinstance(v, float) else str(v)
+
+
+def reduced_text(reduced: Mapping[str, tuple[Any, Any]]) -> str:
+    """``num_seeds 10 → 3; control_steps 12000 → 4000`` (plain text, unescaped); seeds are counted."""
+    out = []
+    for name, (was, used) in reduced.items():
+        if name == "seeds":
+            out.append(f"seeds: {compact_seeds(used)} ({len(used)} seeds)")
+        else:
+            out.append(f"{name} {_value_text(was)} → {_value_text(used)}")
+    return "; ".join(out)

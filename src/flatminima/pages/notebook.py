@@ -1,0 +1,165 @@
+"""Helpers for the chapter notebooks: figure set-up, styled tables, result boxes and badges.
+
+Call these from a notebook so every chapter looks the same in the book:
+
+* :func:`figure_setup` in the (``remove-cell``) setup cell: SVG figures, a 6.5-inch column,
+  readable fonts;
+* :func:`table` for every table shown: no index, the key column first, fixed precision,
+  padded cells (the book's CSS scrolls a wide one inside its own box);
+* :func:`result_box` / :func:`show_markdown` for the "Result" admonition from a results
+  record (verdict badge, our number with its 95% interval, the paper's number, why), or
+  :func:`badge` with ``myst_nb.glue`` for a badge inside hand-written Markdown.
+
+The Markdown they make is escaped (:func:`flatminima.pages.markdown.escape_md`): strings from a run can
+never inject HTML into a page.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from flatminima.pages.markdown import badge as _badge
+from flatminima.pages.markdown import escape_md, provenance_markdown, result_box_markdown, statistic_md, verdict_reason
+from flatminima.stats.power import check_seeds
+
+COLUMN_WIDTH_IN = 6.5
+"""Width of the book's text column in inches: figures no wider than this are shown at full size."""
+
+
+def figure_setup(*, formats: Sequence[str] = ("svg",), font_size: float = 10.0,
+                 width: float = COLUMN_WIDTH_IN, aspect: float = 0.55) -> None:
+    """Figures for the book: SVG output (sharp at any screen density), column width, readable fonts.
+
+    Sets IPython's inline backend formats when running in a kernel (a no-op elsewhere) and
+    matplotlib's rcParams: ``figure.figsize = (width, aspect * width)``, font sizes, a constrained
+    layout (no overlapping labels) and 200 dpi for any bitmap fallback (2x a 100 dpi screen).
+    """
+    import matplotlib as mpl
+
+    if width > COLUMN_WIDTH_IN:
+        raise ValueError(f"width must be at most the column width {COLUMN_WIDTH_IN} in, got {width}")
+    mpl.rcParams.update({
+        "figure.figsize": (width, round(aspect * width, 2)),
+        "figure.dpi": 100, "savefig.dpi": 200,
+        "figure.constrained_layout.use": True,
+        "font.size": font_size, "axes.titlesize": font_size + 1, "axes.labelsize": font_size,
+        "xtick.labelsize": font_size - 1, "ytick.labelsize": font_size - 1,
+        "legend.fontsize": font_size - 1, "svg.fonttype": "path",
+    })
+    try:
+        from IPython import get_ipython
+        from matplotlib_inline.backend_inline import set_matplotlib_formats
+    except ImportError:
+        return
+    if get_ipython() is not None:
+        set_matplotlib_formats(*formats)
+
+
+def table(df: Any, *, key: str | None = None, precision: int = 3, caption: str | None = None,
+          formats: Mapping[str, str] | None = None, units: Mapping[str, str] | None = None) -> Any:
+    """A pandas DataFrame as a book table (a ``Styler``): no index, key column first, fixed precision.
+
+    ``key`` (a column name) is moved first; ``units`` appends ``" (unit)"`` to column names;
+    ``formats`` maps columns to format strings (``{"p": "{:.2g}"}``); cell text is HTML-escaped.
+    Keep tables narrow (about 6 columns at most; prefer long form to wide), so they fit the column.
+    """
+    df = df.copy()
+    if key is not None:
+        if key not in df.columns:
+            raise ValueError(f"key column {key!r} not in the table's columns {list(df.columns)}")
+        df = df[[key, *[c for c in df.columns if c != key]]]
+    if units:
+        df = df.rename(columns={c: f"{c} ({u})" for c, u in units.items() if c in df.columns})
+        formats = {(f"{c} ({units[c]})" if c in units else c): f for c, f in (formats or {}).items()}
+    styler = (df.style.hide(axis="index").format(precision=precision, escape="html", na_rep="n/a")
+              .set_table_attributes('class="fm-table"'))
+    if formats:
+        styler = styler.format({c: f for c, f in formats.items() if c in df.columns}, escape="html",
+                               na_rep="n/a")
+    if caption:
+        styler = styler.set_caption(caption)
+    return styler
+
+
+def badge(outcome: str) -> Any:
+    """A coloured verdict badge as a Markdown display object, for ``myst_nb.glue(name, badge(v), display=False)``.
+
+    Used in a Markdown cell as ``{glue:md}`name``` (MyST-NB renders the Markdown, badge included).
+    """
+    from IPython.display import Markdown
+
+    return Markdown(_badge(outcome))
+
+
+def show_markdown(text: str) -> Any:
+    """Display MyST Markdown made by this module (book's ``nb_render_markdown_format: myst``); tag the cell ``remove-input``."""
+    from IPython.display import Markdown
+
+    return Markdown(text)
+
+
+def result_box(record: Mapping[str, Any], *, title: str = "Result") -> Any:
+    """The chapter's "Result" admonition from its results record, as a display object.
+
+    Shows the verdict badge, the headline statistic with its 95% interval, the paper's number for
+    the same measure and one sentence of why (:func:`flatminima.pages.markdown.verdict_reason`).
+    """
+    return show_markdown(result_box_markdown(record, title=title))
+
+
+def provenance(record: Mapping[str, Any]) -> Any:
+    """The provenance admonition (commit, date, preset, seeds, machine, versions) as a display object."""
+    return show_markdown(provenance_markdown(record))
+
+
+__all__ = ["COLUMN_WIDTH_IN", "badge", "escape_md", "figure_setup", "glue_record", "provenance", "result_box",
+           "show_markdown", "statistic_md", "table", "verdict_reason"]
+
+
+def glue_record(record: Mapping[str, Any]) -> None:
+    """Glue a results record's fields for the chapter's prose, under fixed names (``myst_nb.glue``).
+
+    The one call a chapter makes after writing its record, so every number in its prose comes from
+    the record. Glued names:
+
+    * ``verdict`` (text) and ``verdict_badge`` (Markdown badge);
+    * ``headline_value``, ``headline_low``, ``headline_high`` (numbers: ``{glue:text}`headline_value:.3g```),
+      ``headline_label`` and ``headline_paper`` (text);
+    * ``n_seeds`` and ``seeds_needed`` (text), ``underpowered`` (the power warning sentence or "");
+    * ``part_<i>_outcome`` (text), ``part_<i>_reason`` (escaped Markdown, ``{glue:md}``) for each part
+      in order, and ``result_why`` (one sentence per part, then the power warning);
+    * every entry of ``record["facts"]`` under its own name (numbers as numbers, other values as text).
+
+    Parameters
+    ----------
+    record : Mapping
+        A record made by :func:`flatminima.protocol.record.make_record`.
+    """
+    from IPython.display import Markdown
+    from myst_nb import glue
+
+    def put(name: str, value: Any) -> None:
+        glue(name, value, display=False)
+
+    head = record.get("headline") or {}
+    parts = list(record.get("parts") or [])
+    pre = record.get("preregistration") or {}
+    seeds = list(record.get("seeds") or [])
+    need = pre.get("seeds_needed")
+    under = check_seeds(pre, len(seeds)) if need is not None else ""
+    put("verdict", str(record["verdict"]))
+    put("verdict_badge", Markdown(_badge(record["verdict"])))
+    for key in ("value", "ci_low", "ci_high"):
+        put({"value": "headline_value", "ci_low": "headline_low", "ci_high": "headline_high"}[key],
+            float("nan") if head.get(key) is None else float(head[key]))
+    put("headline_label", str(head.get("label", "")))
+    put("headline_paper", str(head.get("paper", "")))
+    put("n_seeds", str(len(seeds)))
+    put("seeds_needed", str(need) if need is not None else "n/a")
+    put("underpowered", under)
+    for i, p in enumerate(parts):
+        put(f"part_{i}_outcome", str(p.get("outcome")))
+        put(f"part_{i}_reason", Markdown(escape_md(p.get("reason", ""))))
+    put("result_why", " ".join(f"{p.get('name')}: {p.get('outcome')}." for p in parts) + (f" {under}" if under else ""))
+    for name, value in (record.get("facts") or {}).items():
+        put(name, value if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value))
