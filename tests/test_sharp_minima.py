@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -14,6 +15,8 @@ from flatminima.claims import sharp_minima as sm
 from flatminima.claims.registry import resolve
 from flatminima.core.device import configure_threads
 from flatminima.core.errors import ParameterError
+from flatminima.protocol.contract import Aggregate
+from flatminima.protocol.record import make_record
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -22,8 +25,9 @@ configure_threads(1)  # the project's CPU policy: one torch thread per process
 
 # ----------------------------------------------------------------------------- parameters
 def test_every_preset_validates_and_dataclass_defaults_equal_the_cpu_preset():
-    for preset in ("smoke", "cpu", "paper"):
-        assert resolve("sharp-minima", preset).preset == preset
+    smoke = resolve("sharp-minima", "smoke")
+    assert (smoke.dataset, smoke.widths, smoke.lb_batch_size, smoke.num_seeds) == ("digits", (32, 32), 256, 2)
+    assert smoke.points == ("0.6", "0.3", "end")  # thresholds largest first, then the end of training
     cpu = resolve("sharp-minima", "cpu")
     assert cpu == sm.Params()
     paper = resolve("sharp-minima", "paper")
@@ -133,11 +137,11 @@ P = sm.Params(num_seeds=8, loss_thresholds=(0.1, 0.03))
 ])
 def test_verdict_combines_the_three_parts_with_the_decision_rule(ratios, gaps, ok, expected):
     agg = sm.aggregate(P, _records(ratios, gaps, control_ok=ok))
-    assert agg["verdict"] == expected
-    assert [p["name"][0] for p in agg["parts"]] == ["A", "B", "C"]
-    assert all({"value", "ci_low", "ci_high", "se", "n"} <= set(p["statistic"]) for p in agg["parts"])
-    assert agg["headline"]["value"] == pytest.approx(math.exp(np.mean(np.log(ratios))))
-    assert agg["headline"]["scale"] == "log" and "205 vs 1.23" in agg["headline"]["paper"]
+    assert isinstance(agg, Aggregate) and agg.verdict == expected
+    assert [p.name[0] for p in agg.parts] == ["A", "B", "C"]
+    assert all(p.statistic is not None and p.statistic.n == len(ratios) for p in agg.parts)
+    assert agg.headline.value == pytest.approx(math.exp(np.mean(np.log(ratios))))
+    assert agg.headline.scale == "log" and "205 vs 1.23" in agg.headline.paper
 
 
 def test_a_seed_missing_the_smallest_threshold_is_dropped_and_said():
@@ -147,18 +151,35 @@ def test_a_seed_missing_the_smallest_threshold_is_dropped_and_said():
             row["reached"] = False
             row["lambda_N"] = row["test_acc"] = float("nan")
     agg = sm.aggregate(P, recs)
-    a = agg["parts"][0]
-    assert a["statistic"]["n"] == 7 and "missed loss 0.03" in a["reason"]
+    a = agg.part("A")
+    assert a.statistic.n == 7 and "missed loss 0.03" in a.reason
 
 
 def test_results_record_carries_preregistration_parts_and_is_json_serialisable(tmp_path):
     from flatminima.protocol.record import read_results, write_results
 
     agg = sm.aggregate(P, _records([2.0, 3.0, 4.0, 2.5, 1.8, 2.2, 3.1, 2.7], [0.05] * 8))
-    record = sm.make_results(P, agg, seeds=list(range(8)), runtime_s=1.0, device="cpu")
+    record = make_record(P, agg, preregistration=sm.PREREGISTRATION, runtime_s=1.0, device="cpu")
     back = read_results(write_results(record, tmp_path))
     assert back["criterion"] == sm.CRITERION and back["preregistration"]["seeds_needed"] >= 2
-    assert len(back["parts"]) == 3 and back["verdict"] == record["verdict"]
+    assert len(back["parts"]) == 3 and back["verdict"] == "reproduced"
+    assert "sweep" not in back["statistics"]  # no sweep run, none recorded
+
+
+def test_facts_and_tables_hold_the_numbers_the_synthetic_records_were_built_with():
+    # _records: every measure but lambda_N equal in SB and LB; the control moves lambda_max 20x, lambda_R 1.5x,
+    # the logits by 1e-7
+    sweep = pd.DataFrame([{"seed": 0, "regime": "B=64", "batch_size": 64, "point": "0.03", "reached": True}])
+    agg = sm.aggregate(P, _records([2.0, 3.0, 4.0, 2.5, 1.8, 2.2, 3.1, 2.7], [0.05] * 8), sweep)
+    f = agg.facts
+    assert f["primary_point"] == "0.03" and f["keskar_ratio"] == pytest.approx(1.0)
+    assert f["lambda_R_ratio"] == pytest.approx(1.0) and f["subspace_side"] == "below"
+    assert f["logit_change"] == pytest.approx(1e-7) and f["lambda_R_move"] == pytest.approx(1.5)
+    assert agg.statistics["sweep"] == [sweep.iloc[0].to_dict()]
+    ctrl = agg.tables["control"].set_index("measure")["after / before"]
+    assert ctrl["lambda_max"].tolist() == [20.0] * 8 and ctrl["lambda_N"].tolist() == [1.0] * 8
+    assert agg.tables["parts"]["outcome"].tolist() == [p.outcome.value for p in agg.parts]
+    assert set(agg.tables["summary_shown"]["measure"]) >= {"λ_N", "SB − LB test accuracy"}
 
 
 def test_cpu_preset_has_the_seeds_its_preregistration_needs():

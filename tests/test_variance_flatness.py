@@ -7,14 +7,15 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
+from scipy import stats as sps
 
 from flatminima.claims import variance_flatness as vf
 from flatminima.core.errors import ParameterError
 from flatminima.protocol.params import RUN_CONTROLS
-from flatminima.protocol.record import validate_results
-from flatminima.stats.power import seeds_for_power
+from flatminima.protocol.record import make_record, validate_results
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "variance-flatness.ipynb"
 
@@ -22,7 +23,10 @@ NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "variance-flatnes
 @pytest.mark.parametrize("preset", ["smoke", "cpu", "paper"])
 def test_every_preset_validates(preset):
     p = vf.Params.from_preset(preset)
-    assert p.preset == preset and len(p.seeds) == p.num_seeds
+    expected = {"smoke": ("digits", 3, (3, 6)), "cpu": ("digits", 6, (10, 30, 100)),
+                "paper": ("mnist", 10, (10, 30, 100))}
+    assert (p.dataset, p.num_seeds, p.window_sweep_epochs) == expected[preset]
+    assert list(p.seeds) == list(range(p.num_seeds))
 
 
 def test_dataclass_defaults_are_the_cpu_preset_with_enough_seeds_for_the_preregistration():
@@ -30,7 +34,12 @@ def test_dataclass_defaults_are_the_cpu_preset_with_enough_seeds_for_the_preregi
     assert vf.Params.from_preset("cpu").to_dict() == defaults.to_dict()
     assert defaults.dataset == "digits" and defaults.widths == (50, 50) and defaults.lr == 0.1
     pre = vf.PREREGISTRATION
-    assert pre["seeds_needed"] == seeds_for_power(pre["smallest_effect"], pre["pilot"]["sd"])
+
+    def power(n):  # one-sided one-sample t-test at alpha 0.05, effect 0.5, pilot sd 0.165 (noncentral t)
+        return float(sps.nct.sf(sps.t.ppf(0.95, n - 1), n - 1, 0.5 / 0.165 * np.sqrt(n)))
+
+    n = pre["seeds_needed"]
+    assert power(n) >= 0.8 and (n == 2 or power(n - 1) < 0.8)
     assert defaults.num_seeds >= pre["seeds_needed"]
     assert not set(defaults.seeds) & set(range(500, 500 + pre["pilot"]["n"]))  # pilot seeds are disjoint
 
@@ -56,9 +65,11 @@ def _record(seed: int, psi: float, control_slope: float, *, rho: float = -0.98, 
     window = {"psi": psi, "rho": rho, "gap": 80.0, "L0": 3e-3, "window_epochs": 10}
     return {"seed": seed, "primary": {**window, "sigma2": [1.0] * 5, "widths": [1.0] * 5},
             "windows": [window, {**window, "window_epochs": 30, "psi": psi - 0.6}],
-            "null": {"psi": 5.0, "rho": -0.95}, "noise": {"kappa": 2.5, "T_i": [1.0] * 5},
+            "null": {"psi": 5.0, "rho": -0.95, "sigma2": [1.0] * 5, "widths": [1.0] * 5},
+            "noise": {"kappa": 2.5, "T_i": [1.0] * 5},
             "control": {"slope": control_slope, "predicted_slope": 1.8, "rho": 0.9, "equipartition_median": 0.6,
-                        "stationary": stationary, "sigma2": [1.0] * 5, "widths": [1.0] * 5},
+                        "stationary": stationary, "sigma2": [1.0] * 5, "widths": [1.0] * 5,
+                        "U_series": [0.0, 1.0, 2.0]},
             "seconds": 1.0}
 
 
@@ -81,12 +92,14 @@ def test_verdict_follows_the_stated_criterion(psis, slopes, kw, expected, parts)
     params = vf.Params.from_preset("cpu", num_seeds=len(psis))
     recs = _records(psis, slopes, **kw)
     agg = vf.aggregate(params, recs)
-    assert agg["verdict"] == expected
-    assert tuple(p["outcome"] for p in agg["parts"]) == parts
-    assert all(p["statistic"]["se"] > 0 for p in agg["parts"])
-    record = vf.make_results(params, recs, None, "cpu", runtime_s=1.0)
+    assert agg.verdict == expected
+    assert tuple(p.outcome for p in agg.parts) == parts
+    assert all(p.statistic.se > 0 for p in agg.parts)
+    record = make_record(params, agg, preregistration=vf.PREREGISTRATION, runtime_s=1.0, device="cpu")
     validate_results(record)
-    assert record["verdict"] == expected and record["preregistration"] == vf.PREREGISTRATION
+    assert record["verdict"] == expected and record["statistics"]["sweep"] == []
+    stationary = 0 if kw.get("stationary") is False else len(psis)
+    assert f"{stationary}/{len(psis)} controls stationary" in record["notes"]
     assert record["headline"]["value"] == pytest.approx(np.mean([r["primary"]["psi"] for r in recs]))
     json.dumps(record, allow_nan=False)
 
@@ -94,8 +107,22 @@ def test_verdict_follows_the_stated_criterion(psis, slopes, kw, expected, parts)
 def test_part_a_effect_is_the_distance_inside_the_band():
     params = vf.Params.from_preset("cpu", num_seeds=3)
     agg = vf.aggregate(params, [_record(i, p, 3.0 + i) for i, p in enumerate([3.0, 5.5, 4.0])])
-    assert agg["parts"][0]["statistic"]["value"] == pytest.approx(np.mean([1.0, 0.5, 2.0]))
-    assert agg["statistics"]["psi_by_window"][30]["estimate"] == pytest.approx(np.mean([3.0, 5.5, 4.0]) - 0.6)
+    assert agg.part("Part A").statistic.value == pytest.approx(np.mean([1.0, 0.5, 2.0]))
+    assert agg.statistics["psi_by_window"][30]["estimate"] == pytest.approx(np.mean([3.0, 5.5, 4.0]) - 0.6)
+
+
+def test_facts_hold_the_numbers_the_records_were_built_with():
+    # _record: null psi 5.0 in every seed, kappa 2.5, control rho 0.9 and equipartition 0.6, 1 second per seed
+    params = vf.Params.from_preset("cpu", num_seeds=3)
+    recs = [_record(i, p, 3.0 + i) for i, p in enumerate([3.0, 5.5, 4.0])]
+    sweep = pd.DataFrame([{"lr": 0.1, "batch_size": 50, "epochs": 7, "start_loss": 0.02, "psi": 4.2, "rho": -0.9}])
+    f = vf.aggregate(params, recs, sweep).facts
+    assert f["psi_null"] == pytest.approx(5.0) and f["kappa_ci"] == "2.50 [2.50, 2.50]"
+    assert f["null_share"] == f"{5.0 / np.mean([3.0, 5.5, 4.0]):.0%}" and f["null_text"].startswith("So much")
+    assert f["control_rho"] == pytest.approx(0.9) and "fall short of $T/h_i$" in f["equipartition_text"]
+    assert f["n_stationary"] == 3 and f["compute_minutes"] == pytest.approx(3 / 60)
+    assert f["window_trend"] == "Longer windows give smaller exponents."  # the 30-epoch window is 0.6 lower
+    assert f["sweep_text"] == "4.20 ($\\alpha$ = 0.1, $B$ = 50)" and f["sweep_loss"] == "0.02 to 0.02"
 
 
 TINY = dict(num_seeds=1, pretrain_epochs=4, window_epochs=2, window_sweep_epochs=(2, 4), num_components=12,

@@ -20,12 +20,14 @@ and the rescaling argument of Dinh et al., 2017):
    :math:`\lambda_N` while moving :math:`\lambda_{\max}`).
 
 :func:`run_seed` is one replication (JSON record); :func:`aggregate` turns the records into the
-statistics, the parts and the verdict; :func:`make_results` into the results record.
+statistics, the parts, the verdict and the chapter's facts and tables (an
+:class:`~flatminima.protocol.contract.Aggregate`); :func:`batch_size_sweep` is the optional batch-size sweep.
 """
 from __future__ import annotations
 
 import copy
 import math
+import re
 import time
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -39,6 +41,7 @@ from torch.func import functional_call
 from flatminima.core.errors import ParameterError
 from flatminima.core.progress import progress
 from flatminima.curvature.hessian import (
+    SpectralDensity,
     flatten,
     hutchinson_trace,
     lanczos,
@@ -60,9 +63,9 @@ from flatminima.data.loaders import Dataset, load_dataset
 from flatminima.data.registry import DATASETS
 from flatminima.nn.models import make_model
 from flatminima.nn.train import train
+from flatminima.protocol.contract import Aggregate, Part, Statistic
 from flatminima.protocol.params import ClaimParams, param
-from flatminima.protocol.record import make_record
-from flatminima.stats.decision import combine, decide
+from flatminima.stats.decision import Verdict, combine, decide
 from flatminima.stats.intervals import mean_ci, statistic
 from flatminima.stats.power import preregister
 
@@ -409,9 +412,32 @@ def run_seed(params: Params, seed: int, device: torch.device | str = "cpu") -> d
 
 
 def batch_size_sweep(params: Params, device: torch.device | str = "cpu", *, seed: int | None = None,
-                     show_progress: bool = False) -> pd.DataFrame:
-    """Keskar's Fig. 4 analogue: test accuracy and sharpness at the smallest threshold vs batch size,
-    for the batch sizes of ``sweep_batch_sizes`` from the first seed's initial point."""
+                     show_progress: bool = False) -> pd.DataFrame | None:
+    """Keskar et al.'s Fig. 4 analogue: test accuracy and sharpness at the smallest threshold vs batch size.
+
+    Each batch size of ``sweep_batch_sizes`` trains from the first seed's initial point (same data order) and
+    is measured by :func:`measure` where it reaches the smallest loss threshold. Run once per chapter; its
+    table goes into :func:`aggregate` (``sweep=``) and so into the record's ``sweep`` statistic.
+
+    Parameters
+    ----------
+    params : Params
+        The run's parameters.
+    device : torch.device or str, optional
+        Where the tensors live.
+    seed : int or None, optional
+        The initial point and data order (None: ``params.seeds[0]``).
+    show_progress : bool, optional
+        Draw a progress bar over the batch sizes.
+
+    Returns
+    -------
+    pandas.DataFrame or None
+        One row per batch size in the form of :func:`run_seed`'s rows (regime ``"B=<b>"``); None when
+        ``sweep_batch_sizes`` is empty (no sweep).
+    """
+    if not params.sweep_batch_sizes:
+        return None
     seed = params.seeds[0] if seed is None else seed
     data = load_data(params, device)
     net0 = make_net(params, data, seed, device)
@@ -475,8 +501,33 @@ PAPER = {"keskar": "Keskar et al. Table 3, F1 on MNIST: eps-sharpness 1.23 (SB) 
                      "lambda_R (a qualitative statement: no ratio is reported)"}
 
 
-def aggregate(params: Params, records: list[dict[str, Any]]) -> dict[str, Any]:
-    """Statistics, the three parts and the verdict from the per-seed records (see :data:`CRITERION`)."""
+def aggregate(params: Params, records: list[dict[str, Any]], sweep: pd.DataFrame | None = None) -> Aggregate:
+    r"""The verdict, its three parts, the statistics and the chapter's facts from the per-seed records.
+
+    Part A: per seed :math:`x = \log(\lambda_N^{LB}/\lambda_N^{SB})` at the smallest loss threshold, decided
+    by :func:`flatminima.stats.decision.decide` with smallest effect :math:`\log 1.25` (Keskar et al., 2017;
+    :math:`\lambda_N` invariant to the rescalings of Dinh et al., 2017). Part B: per seed the SB - LB test
+    accuracy there, smallest effect :data:`GAP_SMALLEST_EFFECT`. Part C: the rescaling control (reproduced
+    when it passes in every seed, inconclusive otherwise). See :data:`CRITERION`.
+
+    Parameters
+    ----------
+    params : Params
+        The run's parameters.
+    records : list of dict
+        The per-seed records of :func:`run_seed`, one per seed.
+    sweep : pandas.DataFrame or None, optional
+        The batch-size sweep of :func:`batch_size_sweep` (None: no sweep, no ``sweep`` statistic).
+
+    Returns
+    -------
+    Aggregate
+        Verdict, parts A-C, the headline (geometric-mean LB/SB :math:`\lambda_N` at the smallest threshold,
+        with the paper's numbers in words), the record's statistics (``summary``, ``decisions``, ``controls``,
+        ``paper_comparison``, ``runs`` and ``sweep`` when run), the facts the chapter's prose glues and the
+        tables of its figures (``runs``, ``ratios``, ``summary``, ``summary_shown``, ``ratio_long``, ``curves``,
+        ``accuracy``, ``density``, ``control``, ``comparison``, ``parts``, ``sweep``).
+    """
     table = table_of(records)
     ratios = paired_ratios(table, measure_columns(params))
     summary = summarize(ratios, params)
@@ -491,24 +542,23 @@ def aggregate(params: Params, records: list[dict[str, Any]]) -> dict[str, Any]:
     controls = [control_summary(rec["control"]) for rec in records if rec.get("control")]
     c_pass = bool(controls) and all(c["passes"] for c in controls) and len(controls) == len(records)
     log_factor = np.log([c["lambda_max_factor"] for c in controls]) if controls else np.array([])
+    logit_change = max((c["logit_change"] for c in controls), default=math.nan)
+    r_change = max((c["lambda_R_rel_change"] for c in controls), default=math.nan)
     c_reason = (f"in {sum(c['passes'] for c in controls)} of {len(records)} seeds the layer-wise and per-neuron "
                 f"rescalings kept the function (largest logit change "
-                f"{max((c['logit_change'] for c in controls), default=math.nan):.1g}) and $\\lambda_N$ (largest relative change "
+                f"{logit_change:.1g}) and $\\lambda_N$ (largest relative change "
                 f"{max((c['lambda_N_rel_change'] for c in controls), default=math.nan):.1g}) while $\\lambda_\\max$ moved by "
                 f"{min((c['lambda_max_factor'] for c in controls), default=math.nan):.3g}x or more; $\\lambda_R$ moved by up to "
-                f"{max((c['lambda_R_rel_change'] for c in controls), default=math.nan):.2g} relative")
-    parts = [
-        {"name": "A: LB sharper under the neuron-wise invariant sharpness", "outcome": dec_a.outcome, "reason": dec_a.reason + miss,
-         "statistic": statistic(f"LB/SB $\\lambda_N$ at loss {primary} (geometric mean)", x_a, scale="log")},
-        {"name": "B: SB generalizes better", "outcome": dec_b.outcome, "reason": dec_b.reason + miss,
-         "statistic": statistic(f"SB - LB test accuracy at loss {primary}", x_b)},
-        {"name": "C: rescaling control", "outcome": "reproduced" if c_pass else "inconclusive", "reason": c_reason,
-         "statistic": statistic("factor by which the rescalings move $\\lambda_\\max$ (geometric mean)", log_factor,
-                                scale="log")},
-    ]
-    verdict = combine(p["outcome"] for p in parts)
-    headline = statistic(f"LB/SB invariant sharpness $\\lambda_N$ at train loss {primary} (geometric mean)", x_a,
-                         scale="log")
+                f"{r_change:.2g} relative")
+    parts = (
+        Part("A: LB sharper under the neuron-wise invariant sharpness", dec_a.outcome, dec_a.reason + miss,
+             Statistic.from_dict(statistic(f"LB/SB $\\lambda_N$ at loss {primary} (geometric mean)", x_a, scale="log"))),
+        Part("B: SB generalizes better", dec_b.outcome, dec_b.reason + miss,
+             Statistic.from_dict(statistic(f"SB - LB test accuracy at loss {primary}", x_b))),
+        Part("C: rescaling control", Verdict.REPRODUCED if c_pass else Verdict.INCONCLUSIVE, c_reason,
+             Statistic.from_dict(statistic("factor by which the rescalings move $\\lambda_\\max$ (geometric mean)",
+                                           log_factor, scale="log"))),
+    )
 
     def ratio_of(measure: str, point: str) -> dict[str, Any]:
         s = summary[(summary.point == point) & (summary.measure == measure)]
@@ -525,22 +575,201 @@ def aggregate(params: Params, records: list[dict[str, Any]]) -> dict[str, Any]:
          "ours_matched": ratio_of("lambda_R", primary).get("LB/SB", math.nan),
          "ours_end": ratio_of("lambda_R", END).get("LB/SB", math.nan)},
     ]
-    headline["paper"] = (f"same measure, paper vs ours: Keskar phi LB/SB (eps={params.keskar_eps[0]:g}) 167 "
-                         f"(Keskar et al. Table 3, F1: 205 vs 1.23) vs {comparison[0]['ours_matched']:.3g}; $\\lambda_R$: "
-                         f"'LB sharper' (Rangamani et al., no ratio given) vs {comparison[2]['ours_matched']:.3g}; "
-                         f"$\\lambda_N$ (this headline): no published value")
-    return {"table": table, "ratios": ratios, "summary": summary, "parts": parts, "verdict": verdict,
-            "headline": headline, "decisions": {"A": dec_a.to_dict(), "B": dec_b.to_dict()},
-            "controls": controls, "comparison": comparison, "primary_point": primary}
+    paper = (f"same measure, paper vs ours: Keskar phi LB/SB (eps={params.keskar_eps[0]:g}) 167 "
+             f"(Keskar et al. Table 3, F1: 205 vs 1.23) vs {comparison[0]['ours_matched']:.3g}; $\\lambda_R$: "
+             f"'LB sharper' (Rangamani et al., no ratio given) vs {comparison[2]['ours_matched']:.3g}; "
+             f"$\\lambda_N$ (this headline): no published value")
+    headline = Statistic.from_dict({**statistic(
+        f"LB/SB invariant sharpness $\\lambda_N$ at train loss {primary} (geometric mean)", x_a, scale="log"),
+        "paper": paper})
+    stats = {"summary": summary.to_dict(orient="records"), "decisions": {"A": dec_a.to_dict(), "B": dec_b.to_dict()},
+             "controls": controls, "paper_comparison": comparison, "runs": table.to_dict(orient="records")}
+    if sweep is not None:
+        stats["sweep"] = sweep.to_dict(orient="records")
+    sub = comparison[1]
+    pilot = PREREGISTRATION["pilot"]
+    facts = {"primary_point": primary,
+             "prereg_text": f"smallest effect log 1.25, pilot sd {pilot['sd']:g} from {pilot['source'].split('(')[0].strip()}",
+             "keskar_ratio": comparison[0]["ours_matched"], "lambda_R_ratio": comparison[2]["ours_matched"],
+             "subspace_ratio": sub["ours_matched"], "subspace_end": sub["ours_end"],
+             "subspace_side": "above" if sub["ours_matched"] > 1 else "below",
+             "logit_change": logit_change, "lambda_R_move": 1 + r_change}
+    tables = {"runs": table, "ratios": ratios, "summary": summary, "summary_shown": summary_table(summary),
+              "ratio_long": ratio_frame(ratios, params), "curves": curves_frame(records),
+              "accuracy": table[table.reached] if len(table) else table,
+              "density": density_frame(records), "control": control_frame(records),
+              "comparison": comparison_table(comparison, primary), "parts": parts_table(parts), "sweep": sweep}
+    return Aggregate(verdict=combine(p.outcome for p in parts), parts=parts, headline=headline, statistics=stats,
+                     criterion=CRITERION, facts=facts, tables=tables)
 
 
-def make_results(params: Params, agg: dict[str, Any], *, seeds: list[int], runtime_s: float,
-                 device: torch.device | str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The results record of :func:`aggregate`'s output (headline: LB/SB lambda_N at the smallest threshold)."""
-    stats = {"summary": agg["summary"].to_dict(orient="records"), "decisions": agg["decisions"],
-             "controls": agg["controls"], "paper_comparison": agg["comparison"],
-             "runs": agg["table"].to_dict(orient="records"), **(extra or {})}
-    return make_record(claim=params.CLAIM, params=params, verdict=agg["verdict"], statistics=stats,
-                       criterion=CRITERION, seeds=seeds, runtime_s=runtime_s, device=str(device),
-                       headline=agg["headline"], preregistration=PREREGISTRATION, parts=agg["parts"],
-                       notes="; ".join(f"{p['name']}: {p['outcome']} ({p['reason']})" for p in agg["parts"]))
+# ----------------------------------------------------------------------------- tables for the chapter's figures
+MEASURE_NAMES = {"lambda_N": "λ_N", "lambda_R": "λ_R", "lambda_max": "λ_max", "grad_norm": "gradient norm",
+                 "test_acc_gap (SB-LB)": "SB − LB test accuracy"}
+"""How the chapter's tables name the measures (Unicode: table cells are HTML-escaped)."""
+
+
+def summary_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """:func:`summarize`'s table as the chapter shows it: readable measure names, the shown columns only.
+
+    Parameters
+    ----------
+    summary : pandas.DataFrame
+        The output of :func:`summarize`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``train loss, measure, LB/SB, low, high, frac. LB sharper``.
+    """
+    shown = summary.rename(columns={"point": "train loss", "LB sharper": "frac. LB sharper"})
+    shown["measure"] = shown["measure"].map(
+        lambda m: MEASURE_NAMES.get(m, m.replace("keskar_", "Keskar φ, ε = ").replace("_sub", ", subspace")))
+    return shown[["train loss", "measure", "LB/SB", "low", "high", "frac. LB sharper"]]
+
+
+def ratio_frame(ratios: pd.DataFrame, params: Params) -> pd.DataFrame:
+    """Long form of :func:`paired_ratios` for Figure 2: one row per seed, point and measure.
+
+    Parameters
+    ----------
+    ratios : pandas.DataFrame
+        The output of :func:`paired_ratios`.
+    params : Params
+        The run's parameters (the first Keskar epsilon names its columns).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``seed, point, measure`` (a label with maths) and ``LB/SB``; rows without a ratio dropped.
+    """
+    eps = f"{params.keskar_eps[0]:g}"
+    labels = {"lambda_N": r"$\lambda_N$ (per-neuron inv.)", "lambda_R": r"$\lambda_R$ (layer-wise inv.)",
+              "lambda_max": r"$\lambda_{\max}$", f"keskar_{eps}": r"Keskar $\phi$, full",
+              f"keskar_{eps}_sub": r"Keskar $\phi$, subspace"}
+    cols = [f"ratio_{m}" for m in labels if f"ratio_{m}" in ratios]
+    if not cols:
+        return pd.DataFrame(columns=["seed", "point", "measure", "LB/SB"])
+    long = ratios.melt(id_vars=["seed", "point"], value_vars=cols, var_name="measure", value_name="LB/SB")
+    long["measure"] = long["measure"].str.removeprefix("ratio_").map(labels)
+    return long.dropna()
+
+
+def curves_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """Training-loss curves for Figure 1: one row per seed, regime and epoch.
+
+    Parameters
+    ----------
+    records : list of dict
+        The per-seed records of :func:`run_seed`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``epoch, train loss, regime, seed``.
+    """
+    frames = [pd.DataFrame({"epoch": c["epoch"], "train loss": c["train_loss"], "regime": name, "seed": rec["seed"]})
+              for rec in records for name, c in rec.get("curves", {}).items()]
+    if not frames:
+        return pd.DataFrame(columns=["epoch", "train loss", "regime", "seed"])
+    return pd.concat(frames, ignore_index=True)
+
+
+def density_frame(records: list[dict[str, Any]], *, num_points: int = 600) -> pd.DataFrame:
+    r"""The Hessian eigenvalue density of SB and LB pooled over seeds, for Figure 4.
+
+    Each regime's stochastic Lanczos quadrature nodes and weights (Ghorbani et al., 2019) of all seeds are
+    pooled and smoothed by Gaussians of width 1% of the eigenvalue range
+    (:meth:`flatminima.curvature.hessian.SpectralDensity.on_grid`) on a common grid from just below the
+    smallest node to 5% beyond the largest.
+
+    Parameters
+    ----------
+    records : list of dict
+        The per-seed records of :func:`run_seed` (those without a ``density`` are skipped).
+    num_points : int, optional
+        Grid points.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``regime, eigenvalue, density`` (density clamped below at 1e-8 for a log axis); empty when
+        no seed has a density.
+    """
+    rows = [(regime, torch.tensor(d["nodes"]), torch.tensor(d["weights"]))
+            for rec in records for regime, d in rec.get("density", {}).items()]
+    if not rows:
+        return pd.DataFrame(columns=["regime", "eigenvalue", "density"])
+    hi = max(float(n.max()) for _, n, _ in rows)
+    lo = min(float(n.min()) for _, n, _ in rows)
+    grid = torch.linspace(lo - 0.05 * (hi - lo), hi * 1.05, num_points)
+    frames = []
+    for regime in ("SB", "LB"):
+        nodes = torch.cat([n for r, n, _ in rows if r == regime])
+        weights = torch.cat([w for r, _, w in rows if r == regime])
+        rho = SpectralDensity(nodes, weights).on_grid(grid, sigma=0.01 * (hi - lo)).clamp_min(1e-8)
+        frames.append(pd.DataFrame({"regime": regime, "eigenvalue": grid.numpy(), "density": rho.numpy()}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def control_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """The rescaling control for Figure 5: each curvature measure after a rescaling over its value before.
+
+    Parameters
+    ----------
+    records : list of dict
+        The per-seed records of :func:`run_seed` (``control`` rows of :func:`rescaling_control`).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``seed, rescaling, measure`` (``lambda_max``, ``lambda_R``, ``lambda_N``) and ``after / before``.
+    """
+    ctrl = pd.DataFrame([{**r, "seed": rec["seed"]} for rec in records for r in rec.get("control", [])])
+    if not len(ctrl):
+        return pd.DataFrame(columns=["seed", "rescaling", "measure", "after / before"])
+    base = ctrl[ctrl.rescaling == "none"].set_index("seed")
+    rel = ctrl[ctrl.rescaling != "none"].copy()
+    for m in ("lambda_max", "lambda_R", "lambda_N"):
+        rel[m] = rel[m].to_numpy() / base.loc[rel.seed, m].to_numpy()
+    return rel.melt(id_vars=["seed", "rescaling"], value_vars=["lambda_max", "lambda_R", "lambda_N"],
+                    var_name="measure", value_name="after / before")
+
+
+def comparison_table(comparison: list[dict[str, Any]], primary: str) -> pd.DataFrame:
+    """The paper-vs-ours table: measure, the paper's statement, our LB/SB at the smallest threshold and at the end.
+
+    Parameters
+    ----------
+    comparison : list of dict
+        The ``paper_comparison`` statistic of :func:`aggregate`.
+    primary : str
+        The smallest loss threshold (a column name).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per measure, Greek letters in Unicode.
+    """
+    greek = {"lambda_R": "λ_R", "lambda_N": "λ_N", r"$\lambda_N$": "λ_N", r"$\lambda_R$": "λ_R", "phi": "φ",
+             "eps": "ε"}
+    pattern = "|".join(map(re.escape, greek))
+    frame = pd.DataFrame(comparison).rename(columns={"ours_matched": f"ours at loss {primary}", "ours_end": "ours at end"})
+    return frame.map(lambda s: re.sub(pattern, lambda m: greek[m.group(0)], s) if isinstance(s, str) else s)
+
+
+def parts_table(parts: tuple[Part, ...]) -> pd.DataFrame:
+    """The verdict's parts as a table: name, outcome and the deciding statistic with its 95% interval.
+
+    Parameters
+    ----------
+    parts : tuple of Part
+        The parts of :func:`aggregate`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``part, outcome, value, 95% low, 95% high``.
+    """
+    return pd.DataFrame([{"part": p.name, "outcome": p.outcome.value, "value": p.statistic.value,
+                          "95% low": p.statistic.ci_low, "95% high": p.statistic.ci_high} for p in parts])

@@ -19,8 +19,9 @@ the level :math:`e L_0`, and fit :math:`\sigma_i^2 \propto F_i^{-\psi}`. Around 
   equilibrium :math:`\sigma_i^2 = T/h_i` (Einstein), a positive slope, predicted from the
   measured curvatures :math:`h_i` and compared with the measured one.
 
-:func:`aggregate` turns the per-seed records into the verdict; :func:`run_sweep` compares
-learning rates and batch sizes at a matched training loss.
+:func:`aggregate` turns the per-seed records into the verdict, the statistics and the chapter's facts and
+tables (an :class:`~flatminima.protocol.contract.Aggregate`); :func:`run_sweep` compares learning rates and
+batch sizes at a matched training loss (run once per chapter, passed to :func:`aggregate`).
 """
 from __future__ import annotations
 
@@ -58,9 +59,9 @@ from flatminima.landscape.trajectory import (
 )
 from flatminima.nn.models import ACTIVATIONS, make_model
 from flatminima.nn.train import check_finite, evaluate, train
+from flatminima.protocol.contract import Aggregate, Part, Statistic
 from flatminima.protocol.params import ClaimParams, param
-from flatminima.protocol.record import make_record
-from flatminima.stats.decision import combine, decide
+from flatminima.stats.decision import Verdict, combine, decide
 from flatminima.stats.intervals import mean_ci, statistic
 from flatminima.stats.power import check_seeds, preregister
 from flatminima.stats.stationarity import trend_test
@@ -409,10 +410,29 @@ def sweep_points(params: Params) -> list[tuple[float, int]]:
     return [(params.lr, params.batch_size), *pts] if pts else []
 
 
-def run_sweep(params: Params, device: torch.device) -> pd.DataFrame:
-    """The matched-loss sweep at the first seed of ``params.seeds``: one row per point."""
+def run_sweep(params: Params, device: torch.device) -> pd.DataFrame | None:
+    """The matched-loss sweep at the first seed of ``params.seeds``: one row per point.
+
+    Every point of :func:`sweep_points` trains to ``matched_loss`` and runs the primary window
+    (:func:`run_sweep_point`). Run once per chapter; the table goes into :func:`aggregate` (``sweep=``).
+
+    Parameters
+    ----------
+    params : Params
+        The run's parameters.
+    device : torch.device
+        Where the tensors live.
+
+    Returns
+    -------
+    pandas.DataFrame or None
+        One row per ``(lr, batch_size)`` point; None when the run has no sweep points.
+    """
+    points = sweep_points(params)
+    if not points:
+        return None
     seed = params.seeds[0]
-    return pd.DataFrame([run_sweep_point(params, seed, device, lr=a, batch_size=b) for a, b in sweep_points(params)])
+    return pd.DataFrame([run_sweep_point(params, seed, device, lr=a, batch_size=b) for a, b in points])
 
 
 # ----------------------------------------------------------------------------- verdict
@@ -439,8 +459,42 @@ def _arr(records, *keys) -> np.ndarray:
     return np.array(out)
 
 
-def aggregate(params: Params, records: list[dict[str, Any]]) -> dict[str, Any]:
-    """Statistics, parts and verdict from the per-seed records of :func:`run_seed`."""
+PAPER = "psi ~ 4 on MNIST; equilibrium (isotropic noise) gives the opposite sign (Feng & Tu 2021)"
+"""The paper's number for the headline, in words (Feng & Tu, PNAS 2021)."""
+
+
+def _ci_text(d: dict[str, Any]) -> str:
+    return f"{d['estimate']:.2f} [{d['low']:.2f}, {d['high']:.2f}]"
+
+
+def aggregate(params: Params, records: list[dict[str, Any]], sweep: pd.DataFrame | None = None) -> Aggregate:
+    r"""The verdict, its two parts, the statistics and the chapter's facts from the per-seed records.
+
+    Part A (inverse relation, Feng & Tu 2021): the per-seed effect :math:`\min(\psi - lo, hi - \psi)` with
+    ``psi_band = (lo, hi)``, :math:`\psi` the OLS slope in :math:`\sigma_i^2 \propto F_i^{-\psi}`, decided by
+    :func:`flatminima.stats.decision.decide` (smallest effect :data:`SMALLEST_EFFECT_A`); not reproduced
+    unless Spearman :math:`\rho <` ``rho_max`` in every seed. Part B (equilibrium control): the per-seed
+    log-log slope of the isotropic-noise control (Einstein: :math:`\sigma_i^2 = T/h_i`, a positive slope),
+    decided with smallest effect :data:`SMALLEST_EFFECT_B`; inconclusive when fewer than
+    ``stationary_fraction`` of the controls pass the stationarity test. See :func:`criterion_text`.
+
+    Parameters
+    ----------
+    params : Params
+        The run's parameters.
+    records : list of dict
+        The per-seed records of :func:`run_seed`, one per seed.
+    sweep : pandas.DataFrame or None, optional
+        The matched-loss sweep of :func:`run_sweep` (None: not run; the ``sweep`` statistic is then empty).
+
+    Returns
+    -------
+    Aggregate
+        Verdict, parts A and B, the headline (mean :math:`\psi` over seeds with the paper's value in words),
+        the record's statistics (the summaries over seeds, ``per_seed`` and ``sweep``), the facts the
+        chapter's prose glues and the tables of its figures (``seeds``, ``windows``, ``spectrum``,
+        ``control_U``, ``sweep``).
+    """
     lo, hi = params.psi_band
     psi = _arr(records, "primary", "psi")
     rho = _arr(records, "primary", "rho")
@@ -448,7 +502,7 @@ def aggregate(params: Params, records: list[dict[str, Any]]) -> dict[str, Any]:
     dec_a = decide(effect_a, smallest_effect=SMALLEST_EFFECT_A, label="psi inside the band")
     outcome_a, reason_a = dec_a.outcome, dec_a.reason
     if not np.all(rho < params.rho_max):
-        outcome_a = "not reproduced"
+        outcome_a = Verdict.NOT_REPRODUCED
         reason_a = (f"Spearman rho is not below {params.rho_max:g} in every seed (max {rho.max():.2f}), "
                     f"so the relation is not a tight inverse law; {dec_a.reason}")
     slope_c = _arr(records, "control", "slope")
@@ -456,11 +510,10 @@ def aggregate(params: Params, records: list[dict[str, Any]]) -> dict[str, Any]:
     dec_b = decide(slope_c, smallest_effect=SMALLEST_EFFECT_B, label="control slope")
     outcome_b, reason_b = dec_b.outcome, dec_b.reason
     if stationary.mean() < params.stationary_fraction:
-        outcome_b = "inconclusive"
+        outcome_b = Verdict.INCONCLUSIVE
         reason_b = (f"only {int(stationary.sum())} of {len(records)} controls pass the stationarity test "
                     f"(needed: {params.stationary_fraction:.0%}), so the control is not shown at equilibrium; "
                     f"{dec_b.reason}")
-    verdict = combine([outcome_a, outcome_b])
     windows = pd.DataFrame([{"seed": r["seed"], **w} for r in records for w in r["windows"]])
     by_window = {int(w): mean_ci(g["psi"].to_numpy()).to_dict() for w, g in windows.groupby("window_epochs")}
     stats = {
@@ -476,39 +529,85 @@ def aggregate(params: Params, records: list[dict[str, Any]]) -> dict[str, Any]:
         "control_equipartition": mean_ci(_arr(records, "control", "equipartition_median")).to_dict(),
         "control_stationary": stationary.tolist(), "n_stationary": int(stationary.sum()),
         "outcomes": {"A": outcome_a, "B": outcome_b},
+        "per_seed": [{"seed": r["seed"], "psi": r["primary"]["psi"], "rho": r["primary"]["rho"],
+                      "L0": r["primary"]["L0"], "gap": r["primary"]["gap"], "psi_null": r["null"]["psi"],
+                      "kappa": r["noise"]["kappa"], "control_slope": r["control"]["slope"],
+                      "control_predicted_slope": r["control"]["predicted_slope"],
+                      "control_stationary": r["control"]["stationary"], "seconds": r["seconds"]}
+                     for r in records],
+        "sweep": [] if sweep is None else sweep.to_dict(orient="records"),
     }
-    parts = [
-        {"name": "Part A: inverse relation under SGD", "outcome": outcome_a, "reason": reason_a,
-         "statistic": statistic(f"min($\\psi$ - {lo:g}, {hi:g} - $\\psi$)", effect_a)},
-        {"name": "Part B: equilibrium control of the opposite sign", "outcome": outcome_b, "reason": reason_b,
-         "statistic": statistic("control slope of $\\log \\sigma^2$ on $\\log F$", slope_c)},
-    ]
-    return {"verdict": verdict, "statistics": stats, "parts": parts,
-            "headline": statistic("$\\psi$ in $\\sigma_i^2 \\propto F_i^{-\\psi}$ (SGD)", psi)}
-
-
-def make_results(params: Params, records: list[dict[str, Any]], sweep: pd.DataFrame | None, device, *,
-                 runtime_s: float) -> dict[str, Any]:
-    """The results record of the chapter (per-seed records summarised, parts, verdict, headline)."""
-    agg = aggregate(params, records)
-    st = dict(agg["statistics"])
-    st["per_seed"] = [{"seed": r["seed"], "psi": r["primary"]["psi"], "rho": r["primary"]["rho"],
-                       "L0": r["primary"]["L0"], "gap": r["primary"]["gap"], "psi_null": r["null"]["psi"],
-                       "kappa": r["noise"]["kappa"], "control_slope": r["control"]["slope"],
-                       "control_predicted_slope": r["control"]["predicted_slope"],
-                       "control_stationary": r["control"]["stationary"], "seconds": r["seconds"]}
-                      for r in records]
-    st["sweep"] = [] if sweep is None else sweep.to_dict(orient="records")
+    parts = (
+        Part("Part A: inverse relation under SGD", outcome_a, reason_a,
+             Statistic.from_dict(statistic(f"min($\\psi$ - {lo:g}, {hi:g} - $\\psi$)", effect_a))),
+        Part("Part B: equilibrium control of the opposite sign", outcome_b, reason_b,
+             Statistic.from_dict(statistic("control slope of $\\log \\sigma^2$ on $\\log F$", slope_c))),
+    )
+    headline = Statistic.from_dict({**statistic("$\\psi$ in $\\sigma_i^2 \\propto F_i^{-\\psi}$ (SGD)", psi),
+                                    "paper": PAPER})
     warn = check_seeds(PREREGISTRATION, len(records))
-    s = st["control_slope"]
-    return make_record(
-        claim=params.CLAIM, params=params, verdict=agg["verdict"], statistics=st, criterion=criterion_text(params),
-        seeds=[r["seed"] for r in records], runtime_s=runtime_s, device=str(device),
-        headline=agg["headline"] | {"paper": "psi ~ 4 on MNIST; equilibrium (isotropic noise) gives the opposite "
-                                              "sign (Feng & Tu 2021)"},
-        preregistration=PREREGISTRATION, parts=agg["parts"],
-        notes=(f"control slope {s['estimate']:.3g} [{s['low']:.3g}, {s['high']:.3g}]; "
-               f"{st['n_stationary']}/{len(records)} controls stationary" + (f"; {warn}" if warn else "")))
+    c = stats["control_slope"]
+    notes = (f"control slope {c['estimate']:.3g} [{c['low']:.3g}, {c['high']:.3g}]; "
+             f"{stats['n_stationary']}/{len(records)} controls stationary" + (f"; {warn}" if warn else ""))
+    return Aggregate(verdict=combine([outcome_a, outcome_b]), parts=parts, headline=headline, statistics=stats,
+                     criterion=criterion_text(params), facts=chapter_facts(stats, headline, records, sweep),
+                     tables=chapter_tables(params, records, sweep), notes=notes)
+
+
+def chapter_facts(stats: dict[str, Any], headline: Statistic, records: list[dict[str, Any]],
+                  sweep: pd.DataFrame | None) -> dict[str, Any]:
+    """The named values the chapter's prose glues, from :func:`aggregate`'s statistics.
+
+    Parameters
+    ----------
+    stats : dict
+        The statistics block of :func:`aggregate`.
+    headline : Statistic
+        The headline (mean psi over seeds).
+    records : list of dict
+        The per-seed records of :func:`run_seed` (their ``seconds``).
+    sweep : pandas.DataFrame or None
+        The matched-loss sweep of :func:`run_sweep`, if run.
+
+    Returns
+    -------
+    dict
+        Numbers (``psi_null``, ``rho_null``, ``rho_max_seen``, ``control_slope[_low|_high]``, ``control_rho``,
+        ``equipartition``, ``n_stationary``, ``compute_minutes``) and sentences (``psi_null_ci``, ``kappa_ci``,
+        ``control_predicted_ci``, ``psi_windows``, ``window_trend``, ``null_share``, ``null_text``,
+        ``sweep_loss``; ``equipartition_text`` and ``sweep_text`` hold ``$...$`` maths, to be glued as Markdown).
+    """
+    share = stats["psi_null"]["estimate"] / headline.value
+    w = list(stats["psi_by_window"].values())
+    falls = all(b["estimate"] < a["estimate"] for a, b in zip(w, w[1:]))
+    eq = stats["control_equipartition"]["estimate"]
+    cs = stats["control_slope"]
+    return {
+        "rho_max_seen": stats["rho_max_seen"], "psi_null": stats["psi_null"]["estimate"],
+        "psi_null_ci": _ci_text(stats["psi_null"]), "rho_null": stats["rho_null"]["estimate"],
+        "kappa_ci": _ci_text(stats["kappa"]), "control_slope": cs["estimate"], "control_slope_low": cs["low"],
+        "control_slope_high": cs["high"], "control_predicted_ci": _ci_text(stats["control_predicted_slope"]),
+        "control_rho": stats["control_rho"]["estimate"], "equipartition": eq, "n_stationary": stats["n_stationary"],
+        "psi_windows": "; ".join(f"{_ci_text(v)} at {k} epochs" for k, v in stats["psi_by_window"].items()),
+        "compute_minutes": sum(r["seconds"] for r in records) / 60,
+        "null_share": f"{share:.0%}",
+        "null_text": ("So much of the inverse relation is already in the covariance of the minibatch noise: a walk "
+                      "driven by it spreads most along the sharp directions, without any restoring force from the "
+                      "landscape." if share >= 0.5 else
+                      "So the noise covariance alone explains only a small part of the SGD exponent; the rest comes "
+                      "from the dynamics in the landscape."),
+        "window_trend": ("Only one window length was run here." if len(w) < 2 else
+                         "Longer windows give smaller exponents." if falls else
+                         "The exponent does not fall steadily with the window length here."),
+        "equipartition_text": (
+            "The control's variances are close to their equilibrium values." if 0.67 <= eq <= 1.5 else
+            "The variances fall short of $T/h_i$: the control is not fully equilibrated along its flattest "
+            "directions, which steepens its slope beyond the prediction." if eq < 0.67 else
+            "The variances exceed $T/h_i$: the profiles are not quadratic on the scale of the fluctuations."),
+        "sweep_text": ("not run here (no sweep points in this run)" if sweep is None else
+                       ", ".join(f"{r.psi:.2f} ($\\alpha$ = {r.lr:g}, $B$ = {r.batch_size})" for r in sweep.itertuples())),
+        "sweep_loss": "-" if sweep is None else f"{sweep['start_loss'].min():.2g} to {sweep['start_loss'].max():.2g}",
+    }
 
 
 # ----------------------------------------------------------------------------- tables for the chapter
@@ -540,7 +639,46 @@ def spectrum_frame(records: list[dict[str, Any]], params: Params) -> pd.DataFram
     return pd.DataFrame(rows)
 
 
-def styled(frame: pd.DataFrame):
-    """``frame`` as a pandas Styler: floats to 3 significant digits, no index."""
-    floats = [c for c in frame.columns if frame[c].dtype.kind == "f"]
-    return frame.style.format("{:.3g}", subset=floats, na_rep="-").hide(axis="index")
+def control_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """The control's potential :math:`U(t)` after the burn-in, standardised per seed (Figure 5).
+
+    Parameters
+    ----------
+    records : list of dict
+        The per-seed records of :func:`run_seed`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Long form: ``seed``, ``fraction`` (of the control's window, 0 to 1) and ``U`` (zero mean, unit sd per seed).
+    """
+    frames = []
+    for r in records:
+        u = np.asarray(r["control"]["U_series"], dtype=float)
+        frames.append(pd.DataFrame({"seed": r["seed"], "fraction": np.linspace(0, 1, len(u)),
+                                    "U": (u - u.mean()) / u.std()}))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["seed", "fraction", "U"])
+
+
+def chapter_tables(params: Params, records: list[dict[str, Any]], sweep: pd.DataFrame | None) -> dict[str, Any]:
+    """The data frames of the chapter's tables and figures.
+
+    Parameters
+    ----------
+    params : Params
+        The run's parameters.
+    records : list of dict
+        The per-seed records of :func:`run_seed`.
+    sweep : pandas.DataFrame or None
+        The matched-loss sweep of :func:`run_sweep`, if run.
+
+    Returns
+    -------
+    dict
+        ``seeds`` (:func:`seed_frame`), ``windows`` (:func:`window_frame`), ``spectrum``
+        (:func:`spectrum_frame`), ``control_U`` (:func:`control_frame`) and ``sweep`` (the shown columns of
+        the sweep, or None).
+    """
+    shown = None if sweep is None else sweep[["lr", "batch_size", "epochs", "start_loss", "psi", "rho"]]
+    return {"seeds": seed_frame(records), "windows": window_frame(records),
+            "spectrum": spectrum_frame(records, params), "control_U": control_frame(records), "sweep": shown}
