@@ -1,8 +1,7 @@
 """The gradient-mismatch claim: parameters, verdict rules and the notebook contract."""
 import json
-from pathlib import Path
-
 import re
+from pathlib import Path
 
 import nbformat
 import numpy as np
