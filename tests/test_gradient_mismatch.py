@@ -1,5 +1,6 @@
 """The gradient-mismatch claim: parameters, verdict rules and the notebook contract."""
 import json
+import re
 from pathlib import Path
 
 import nbformat
@@ -10,14 +11,18 @@ import pytest
 from flatminima.claims import gradient_mismatch as gm
 from flatminima.claims.registry import resolve
 from flatminima.core.errors import ParameterError
+from flatminima.core.io import jsonable
+from flatminima.protocol.contract import Aggregate
+from flatminima.protocol.record import make_record, read_results, write_results
+from flatminima.stats.decision import Verdict
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "gradient-mismatch.ipynb"
 
 
-@pytest.mark.parametrize("preset", ["smoke", "cpu", "paper"])
-def test_every_preset_validates(preset):
+@pytest.mark.parametrize("preset,num_seeds,part_a,part_b", [("smoke", 3, 2, 3), ("cpu", 23, 23, 6), ("paper", 20, 20, 5)])
+def test_every_preset_validates_with_its_seed_counts(preset, num_seeds, part_a, part_b):
     p = resolve("gradient-mismatch", preset)
-    assert p.preset == preset
+    assert (p.num_seeds, len(gm.part_a_seeds(p)), len(gm.part_b_seeds(p))) == (num_seeds, part_a, part_b)
 
 
 def test_dataclass_defaults_are_the_cpu_preset():
@@ -109,21 +114,29 @@ def test_part_b_verdict_and_decoupling_guard():
         gm.part_b_decision(_duo([2.0, 3.0, 2.0], diff=0.1))
 
 
-def test_aggregate_builds_a_record_with_parts_headline_and_preregistration(tmp_path):
-    from flatminima.protocol.record import read_results, write_results
-
+def test_aggregate_gives_parts_headline_facts_and_a_record(tmp_path):
     df = _table(0.2 + 0.01 * np.arange(10))
     duo = _duo([2.0 + 0.1 * i for i in range(12)])
     recs_a = [{"seed": s, "rows": g.drop(columns=["seed", "reliable"]).to_dict("records"), "eval_loss": {}}
               for s, g in df.groupby("seed")]
     records = [{"seed": s, "part_a": recs_a[s] if s < 10 else None, "part_b": duo.iloc[s].to_dict()} for s in range(12)]
-    record = gm.aggregate(gm.Params.from_preset("cpu", num_seeds=12, part_a_seeds=10, part_b_seeds=12), records,
-                          runtime_s=1.0)
-    assert record["verdict"] == "reproduced"
-    assert [q["name"] for q in record["parts"]] == ["Part A", "Part B"]
-    assert all(q["statistic"]["se"] > 0 for q in record["parts"])
-    assert record["headline"]["value"] == pytest.approx(np.mean(0.2 + 0.01 * np.arange(10)))
-    assert record["preregistration"]["seeds_needed"] == gm.PREREGISTRATION["seeds_needed"]
+    params = gm.Params.from_preset("cpu", num_seeds=12, part_a_seeds=10, part_b_seeds=12)
+    agg = gm.aggregate(params, records)
+    assert isinstance(agg, Aggregate) and agg.verdict is Verdict.REPRODUCED
+    assert [q.name for q in agg.parts] == ["Part A", "Part B"]
+    assert all(q.statistic.se > 0 for q in agg.parts)
+    assert agg.headline.value == pytest.approx(np.mean(0.2 + 0.01 * np.arange(10))) and agg.headline.paper
+    assert agg.statistics["es_diagnostic"] == []  # no record carried the diagnostic
+    f = agg.facts
+    assert (f["gm_n_a"], f["gm_n_b"], f["gm_best"], f["gm_eps"]) == (10, 12, "approxsign", "0.1")
+    assert f["gm_gain"] == pytest.approx(2.55) and f["gm_M_ter"] == pytest.approx(0.945)
+    assert f["gm_M_ste"] == pytest.approx(0.6) and f["gm_M_best"] == pytest.approx(0.7)
+    assert f["gm_frac"] == 100 and f["gm_failing"] == 0 and f["gm_refs"] == 10 * 3 * 3  # seeds x precisions x layers
+    assert f["gm_tl_diff"] == pytest.approx(-0.1) and f["gm_pos"] == 100
+    assert list(agg.tables["per_layer"]["config"])[0] == "full/ste"
+    record = make_record(params, agg, preregistration=gm.PREREGISTRATION, runtime_s=1.0, device="cpu")
+    assert record["verdict"] == "reproduced" and record["facts"]["gm_best"] == "approxsign"
+    assert record["parts"][1]["statistic"]["n"] == 12
     json.dumps(record)
     assert read_results(write_results(record, tmp_path))["verdict"] == "reproduced"
 
@@ -181,8 +194,6 @@ def _tiny():
 def test_a_tiny_run_produces_a_valid_record_and_reuses_its_cache(tmp_path):
     import torch
 
-    from flatminima.protocol.record import read_results, write_results
-
     p = _tiny()
     records = gm.run_parts(p, cache_dir=tmp_path / "seeds", workers=1)
     df = gm.mismatch_table([r["part_a"] for r in records], p)
@@ -194,11 +205,17 @@ def test_a_tiny_run_produces_a_valid_record_and_reuses_its_cache(tmp_path):
     duo = pd.DataFrame([r["part_b"] for r in records])
     assert (duo.decoupling_max_abs_diff < 1e-6).all()
     assert (duo.acc_coupled_ternary == duo.acc_right_after_decoupling).all()
-    es = gm.es_diagnostic(p, p.seeds[0], torch.device("cpu"))
-    record = gm.aggregate(p, records, runtime_s=1.0, es=es)
+    es = records[0]["es_diagnostic"]  # the first seed carries the Gaussian-smoothing diagnostic
+    assert records[1]["es_diagnostic"] is None
+    assert {r["precision"] for r in es} == {"full", "binary"} and len(es) == 2 * (len(p.widths) + 1)
+    agg = gm.aggregate(p, records)
+    assert agg.statistics["es_diagnostic"] == es and len(agg.tables["es_diagnostic"]) == len(es)
+    record = make_record(p, agg, preregistration=gm.PREREGISTRATION, runtime_s=1.0, device="cpu")
     assert read_results(write_results(record, tmp_path))["verdict"] in ("reproduced", "not reproduced", "inconclusive")
-    assert len(list((tmp_path / "seeds" / "gradient-mismatch").glob("seed-*.json"))) == 4  # 2 seeds x 2 parts
+    assert len(list((tmp_path / "seeds" / "gradient-mismatch").glob("seed-*.json"))) == 5  # 2 seeds x 2 parts + ES
     assert gm.run_parts(p, cache_dir=tmp_path / "seeds", workers=1) == records  # read back, not recomputed
+    # the contract's run_seed gives the same record for a seed as run_parts
+    assert jsonable(gm.run_seed(p, p.seeds[0], torch.device("cpu"))) == records[0]
     tune = gm.tuning_table([gm.run_tuning_seed(p, 500, torch.device("cpu"))])
     assert set(tune.family) == {"ste", *gm.TUNING_GRID} and tune.M.between(-1, 1).all()
 
@@ -216,6 +233,7 @@ def test_notebook_parameters_cell_declares_every_field():
     nxt = code[code.index(tagged[0]) + 1].source
     assert "Params.from_namespace(globals())" in nxt and "setup_device(device)" in nxt
     assert any("write_results(record, results_dir)" in c.source for c in code)
+    assert any("glue_record(record)" in c.source for c in code)
     assert any("cache_dir_for(results_dir, cache_dir)" in c.source for c in code)
     assert nb.metadata.kernelspec.name == "python3"
     assert all(not c.get("outputs") for c in code)
@@ -237,3 +255,17 @@ def test_paper_path_trains_and_decouples_a_tiny_vgg7(monkeypatch):
     row = gm.run_seed_b(p, 0, torch.device("cpu"))
     assert row["decoupling_max_abs_diff"] < 1e-6
     assert 0.0 <= row["acc_binaryduo"] <= 1.0
+
+
+def test_every_glued_name_of_the_prose_is_glued():
+    """Each {glue:...} name of the Markdown is one glue_record glues (fixed names or a fact) or the runtime."""
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    names = {n for c in nb.cells if c.cell_type == "markdown" for n in re.findall(r"\{glue:(?:text|md)\}`(\w+)", c.source)}
+    df = _table(0.2 + 0.01 * np.arange(6))
+    recs_a = {s: {"seed": s, "rows": g.drop(columns=["seed", "reliable"]).to_dict("records")} for s, g in df.groupby("seed")}
+    duo = _duo([2.0, 2.5, 3.0, 2.2, 2.8, 2.6])
+    records = [{"seed": s, "part_a": recs_a[s], "part_b": duo.iloc[s].to_dict()} for s in range(6)]
+    agg = gm.aggregate(gm.Params.from_preset("cpu", num_seeds=6, part_a_seeds=6, part_b_seeds=6), records)
+    fixed = {"verdict", "headline_value", "headline_low", "headline_high", "n_seeds",
+             *(f"part_{i}_{k}" for i in range(len(agg.parts)) for k in ("outcome", "reason"))}
+    assert names - fixed - set(agg.facts) == {"gm_runtime"}

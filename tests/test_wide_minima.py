@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,8 @@ import pytest
 from flatminima.claims import wide_minima as wm
 from flatminima.claims.registry import resolve
 from flatminima.core.errors import ParameterError
-from flatminima.protocol.record import validate_results
+from flatminima.protocol.contract import Aggregate
+from flatminima.protocol.record import make_record, validate_results
 from flatminima.stats.power import power_t
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "wide-minima.ipynb"
@@ -19,8 +21,10 @@ NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "wide-minima.ipyn
 
 def test_cpu_preset_is_the_dataclass_default_and_every_preset_validates():
     assert wm.Params.PRESETS["cpu"] == {}
-    for preset in ("smoke", "cpu", "paper"):
-        assert wm.Params.from_preset(preset).preset == preset
+    assert wm.Params.from_preset("cpu") == wm.Params()
+    for preset, (n_seeds, N) in {"smoke": (3, 60), "cpu": (16, 200), "paper": (30, 1000)}.items():
+        p = wm.Params.from_preset(preset)
+        assert (p.num_seeds, len(p.seeds), p.N) == (n_seeds, n_seeds, N)
 
 
 def test_cpu_preset_has_the_preregistered_number_of_seeds_and_power():
@@ -70,11 +74,31 @@ def test_run_seed_is_deterministic_and_json_shaped(tiny_records):
 
 def test_a_tiny_run_produces_a_valid_record(tiny_records):
     p, recs = tiny_records
-    rec = wm.record(p, recs, device="cpu", runtime_s=1.0)
+    agg = wm.aggregate(p, recs)
+    assert isinstance(agg, Aggregate)
+    rec = make_record(p, agg, preregistration=wm.PREREGISTRATION, runtime_s=1.0, device="cpu")
     validate_results(rec)
-    assert rec["preregistration"] == wm.PREREGISTRATION
     assert [q["statistic"]["n"] for q in rec["parts"]] == [2, 2]
-    assert np.isfinite(rec["headline"]["se"])
+    assert np.isfinite(rec["headline"]["se"]) and rec["headline"]["paper"] == wm.PAPER
+    assert rec["headline"]["value"] == pytest.approx(np.mean([r["balanced"]["ridge_slope"] for r in recs]))
+    facts = rec["facts"]
+    assert (facts["wm_N"], facts["wm_theta"], facts["wm_theta_small"]) == (30, 0.3, 0.1)
+    assert facts["wm_b"] == pytest.approx(np.mean([r["unbalanced"]["bias_slope"] for r in recs]))
+    assert facts["wm_cross_rel_n"].endswith(" of 2")
+    assert list(agg.tables["networks"]["algorithm"]) == list(wm.ALGORITHMS)
+    assert len(agg.tables["ridge_path"]) == len(p.ridge_lambdas) and len(agg.tables["bias_path"]) == p.path_points
+
+
+def test_every_glued_name_of_the_prose_is_glued(tiny_records):
+    """Each {glue:...} name of the Markdown is one glue_record glues: a fixed name or a fact of aggregate."""
+    p, recs = tiny_records
+    nb = json.loads(NOTEBOOK.read_text())
+    names = {n for c in nb["cells"] if c["cell_type"] == "markdown"
+             for n in re.findall(r"\{glue:(?:text|md)\}`(\w+)", "".join(c["source"]))}
+    agg = wm.aggregate(p, recs)
+    fixed = {"verdict", "headline_value", "headline_low", "headline_high", "n_seeds",
+             *(f"part_{i}_{k}" for i in range(len(agg.parts)) for k in ("outcome", "reason"))}
+    assert names and names - fixed <= set(agg.facts)
 
 
 def _fake(ridge: list[float], bias: list[float]) -> list[dict]:
@@ -85,7 +109,7 @@ def _fake(ridge: list[float], bias: list[float]) -> list[dict]:
         recs.append({"seed": i, "bo_curve": [{"rho": 0.5, "alpha": 2.0, "mc_error": 0.1 + 0.001 * i, "mc_se": 0.01,
                                               "theory": 0.1}],
                      "balanced": {"ridge": [{"lam": 1.0, **path_row}], "path": [{"t": 0.0, **path_row}],
-                                  "ridge_slope": r, "path_slope": {"0.3": r},
+                                  "ridge_slope": r, "path_slope": {"0.1": r, "0.2": r, "0.3": r},
                                   "ridge_energy_slope": {"relative": 0.0, "absolute": 0.0},
                                   "crossover": {"relative": 0.2 + 0.01 * i, "absolute": float("nan")}},
                      "unbalanced": {"bias_path": [{"t": 0.0, **path_row}], "max_margin": path_row, "bias_slope": b},
@@ -102,10 +126,11 @@ def _fake(ridge: list[float], bias: list[float]) -> list[dict]:
 def test_verdict_follows_the_preregistered_rule(ridge, bias, expected):
     p = wm.Params.from_preset("smoke")
     agg = wm.aggregate(p, _fake(ridge, bias))
-    assert agg["verdict"] == expected
-    assert agg["headline"]["value"] == pytest.approx(np.mean(ridge))
-    assert agg["statistics"]["crossover"]["absolute"]["seeds_with_crossover"] == 0
-    assert agg["statistics"]["crossover"]["relative"]["estimate"] == pytest.approx(0.225)
+    assert agg.verdict.value == expected
+    assert agg.headline.value == pytest.approx(np.mean(ridge))
+    assert agg.statistics["crossover"]["absolute"]["seeds_with_crossover"] == 0
+    assert agg.statistics["crossover"]["relative"]["estimate"] == pytest.approx(0.225)
+    assert agg.facts["wm_cross_abs_n"] == "0 of 6" and agg.facts["wm_cross_rel"] == pytest.approx(0.225)
 
 
 def test_notebook_follows_the_parameters_contract():
@@ -121,4 +146,5 @@ def test_notebook_follows_the_parameters_contract():
     second = "".join(code[1]["source"])
     assert "wide_minima.Params.from_namespace(globals())" in second
     src = "".join("".join(c["source"]) for c in code)
-    assert "run_seeds(wide_minima.run_seed" in src and "write_results(rec, results_dir)" in src
+    assert "run_seeds(wide_minima.run_seed" in src and "write_results(record, results_dir)" in src
+    assert "glue_record(record)" in src and "glue(" not in src

@@ -17,13 +17,13 @@ classification task with a large generated training set (optimisation, not data,
 and a 20,000-sample generated test set; the statistic is the test-accuracy gain in points.
 
 :func:`aggregate` turns the per-seed records into the statistics, the verdicts (:func:`flatminima.stats.decision.decide`
-per part, :func:`flatminima.stats.decision.combine`) and the results record.
+per part, :func:`flatminima.stats.decision.combine`) and the :class:`~flatminima.protocol.contract.Aggregate`
+that :func:`flatminima.protocol.record.make_record` turns into the results record.
 """
 from __future__ import annotations
 
 import copy
 import dataclasses
-import time
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -38,8 +38,8 @@ from flatminima.data.registry import DATASETS
 from flatminima.nn.models import MLP, build_seeded
 from flatminima.nn.train import check_finite, evaluate, train
 from flatminima.protocol import replicates
+from flatminima.protocol.contract import Aggregate, Part, Statistic
 from flatminima.protocol.params import ClaimParams, param
-from flatminima.protocol.record import make_record
 from flatminima.quant.mismatch import (
     coordinate_discrete_gradient,
     cosine,
@@ -51,6 +51,7 @@ from flatminima.quant.mismatch import (
 from flatminima.quant.quantize import (
     PRECISIONS,
     SURROGATE_FAMILIES,
+    SURROGATES,
     coupled_width,
     decouple,
     quant_mlp,
@@ -454,19 +455,81 @@ def run_seed_b(params: Params, seed: int, device: torch.device, show_progress: b
             "weights_baseline": _num_weights(base), "weights_binaryduo": _num_weights(duo)}
 
 
+def run_seed_es(params: Params, seed: int, device: torch.device) -> dict[str, Any]:
+    """The Gaussian-smoothing diagnostic of one seed as a record (:func:`es_diagnostic`).
+
+    Parameters
+    ----------
+    params : Params
+        The run's parameters (``es_directions``, ``es_samples``, ``es_sigma``).
+    seed : int
+        The seed (the chapter uses the first one).
+    device : torch.device
+        Where the tensors live.
+
+    Returns
+    -------
+    dict
+        ``{"seed", "rows"}``, ``rows`` the diagnostic's rows (precision, layer and three cosines).
+    """
+    return {"seed": seed, "rows": es_diagnostic(params, seed, device).to_dict("records")}
+
+
+def _has_es(params: Params, seed: int) -> bool:
+    """Whether ``seed`` carries the Gaussian-smoothing diagnostic: the first seed, when ``es_directions > 0``."""
+    return params.es_directions > 0 and seed == params.seeds[0]
+
+
 def run_seed(params: Params, seed: int, device: torch.device) -> dict[str, Any]:
-    """One replication of both parts (each only if ``seed`` is among that part's seeds)."""
+    """One replication of both parts (each only if ``seed`` is among that part's seeds).
+
+    Parameters
+    ----------
+    params : Params
+        The run's parameters.
+    seed : int
+        The seed.
+    device : torch.device
+        Where the tensors live.
+
+    Returns
+    -------
+    dict
+        ``{"seed", "part_a", "part_b", "es_diagnostic"}``: :func:`run_seed_a`'s and :func:`run_seed_b`'s
+        records (None where the part does not use the seed) and the rows of :func:`es_diagnostic` on the
+        first seed (None elsewhere or when ``es_directions`` is 0); the form :func:`aggregate` reads.
+    """
     a = run_seed_a(params, seed, device) if seed in part_a_seeds(params) else None
     b = run_seed_b(params, seed, device) if seed in part_b_seeds(params) else None
-    return {"seed": seed, "part_a": a, "part_b": b}
+    es = run_seed_es(params, seed, device)["rows"] if _has_es(params, seed) else None
+    return {"seed": seed, "part_a": a, "part_b": b, "es_diagnostic": es}
 
 
 def run_parts(params: Params, *, cache_dir=None, workers: int | None = None, device: torch.device | str = "cpu",
               show_progress: bool = False) -> list[dict]:
-    """Both parts over their seeds through :func:`flatminima.protocol.replicates.run_seeds` (cached, in processes).
+    """Both parts and the diagnostic over their seeds through :func:`flatminima.protocol.replicates.run_seeds`.
 
-    Returns records in the form :func:`aggregate` reads: ``{"seed", "part_a", "part_b"}`` for every
-    seed of ``params.seeds``, a part's entry None where that part does not use the seed.
+    The same records as :func:`run_seed` over ``params.seeds``, but each part runs over its own seeds
+    (cached per part, in processes), so changing ``part_a_seeds`` or ``part_b_seeds`` reuses every seed
+    already computed.
+
+    Parameters
+    ----------
+    params : Params
+        The run's parameters.
+    cache_dir : path or None
+        Folder of the per-seed cache (None: no cache).
+    workers : int or None
+        Processes that run seeds at once on CPU (None: one per core).
+    device : torch.device or str
+        Where the tensors live.
+    show_progress : bool
+        Draw progress bars.
+
+    Returns
+    -------
+    list of dict
+        ``{"seed", "part_a", "part_b", "es_diagnostic"}`` for every seed of ``params.seeds`` (see :func:`run_seed`).
     """
     kw = dict(cache_dir=cache_dir, workers=workers, device=device, show_progress=show_progress)
     # the per-seed functions do not read the part sizes: key the cache without them, so that
@@ -474,8 +537,10 @@ def run_parts(params: Params, *, cache_dir=None, workers: int | None = None, dev
     keyed = dataclasses.replace(params, part_a_seeds=1, part_b_seeds=1)
     ra = replicates.run_seeds(run_seed_a, keyed, part_a_seeds(params), desc="Part A seeds", **kw)
     rb = replicates.run_seeds(run_seed_b, keyed, part_b_seeds(params), desc="Part B seeds", **kw)
-    a, b = {r["seed"]: r for r in ra}, {r["seed"]: r for r in rb}
-    return [{"seed": s, "part_a": a.get(s), "part_b": b.get(s)} for s in params.seeds]
+    es_seeds = [s for s in params.seeds[:1] if _has_es(params, s)]
+    res = replicates.run_seeds(run_seed_es, keyed, es_seeds, desc="ES diagnostic", **kw)
+    a, b, es = {r["seed"]: r for r in ra}, {r["seed"]: r for r in rb}, {r["seed"]: r["rows"] for r in res}
+    return [{"seed": s, "part_a": a.get(s), "part_b": b.get(s), "es_diagnostic": es.get(s)} for s in params.seeds]
 
 
 # ----------------------------------------------------------------------------- pre-registration and verdict
@@ -601,43 +666,197 @@ PAPER_B = ("paper's CIFAR-10 / ImageNet accuracy tables not retrieved (the autho
 PAPER_A = "ternary above every binary surrogate in every layer (Kim et al. 2020, CDG figure; values not retrieved)"
 
 
-def aggregate(params: Params, records: list[dict], *, runtime_s: float = 0.0, device: torch.device | str = "cpu",
-              es: pd.DataFrame | None = None) -> dict[str, Any]:
-    """The results record from per-seed records ``{"seed", "part_a" (or None), "part_b"}`` (:func:`run_parts`).
+def preregistration_table(params: Params) -> pd.DataFrame:
+    """The pre-registration of both parts, one row per part, with the seeds this run uses.
 
-    Part A and Part B are each decided by :func:`flatminima.stats.decision.decide` (see :data:`CRITERION`) and
-    combined with :func:`flatminima.stats.decision.combine`; the headline is Part A's D.
+    Parameters
+    ----------
+    params : Params
+        The run's parameters (``part_a_seeds``, ``part_b_seeds``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns part, smallest effect, pilot sd, pilot seeds, seeds needed (80%), seeds used.
+    """
+    used = {"Part A": params.part_a_seeds, "Part B": params.part_b_seeds}
+    return pd.DataFrame([{"part": k, "smallest effect": v["smallest_effect"], "pilot sd": v["pilot"]["sd"],
+                          "pilot seeds": v["pilot"]["n"], "seeds needed (80%)": v["seeds_needed"], "seeds used": used[k]}
+                         for k, v in PREREGISTRATION["parts"].items()])
+
+
+def surrogate_curves(params: Params, num: int = 601) -> pd.DataFrame:
+    r"""Forward stand-in :math:`F_s(y)` and backward :math:`F'_s(y)` of every surrogate at this run's shapes.
+
+    Parameters
+    ----------
+    params : Params
+        The run's parameters (surrogates and their tuned shapes, :func:`surrogate_names`).
+    num : int
+        Points on :math:`y \in [-1/4, 5/4]`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Long form: y, value, surrogate (family), panel (forward or backward).
+    """
+    yy = torch.linspace(-0.25, 1.25, num)
+    return pd.concat([pd.DataFrame({"y": yy.numpy(), "value": f(yy).numpy(), "surrogate": fam, "panel": panel})
+                      for fam, name in surrogate_names(params).items()
+                      for panel, f in (("forward stand-in $F_s(y)$", SURROGATES[name].soft),
+                                       ("backward $F'_s(y)$", SURROGATES[name].derivative))])
+
+
+def tables(params: Params, df: pd.DataFrame, duo: pd.DataFrame, es: list[dict] | None) -> dict[str, pd.DataFrame]:
+    """The data frames of the chapter's tables and figures.
+
+    Parameters
+    ----------
+    params : Params
+        The run's parameters.
+    df : pandas.DataFrame
+        Part A's rows (:func:`mismatch_table`).
+    duo : pandas.DataFrame
+        Part B's per-seed records, one row per seed.
+    es : list of dict or None
+        The Gaussian-smoothing diagnostic's rows (:func:`es_diagnostic`), None when it was not run.
+
+    Returns
+    -------
+    dict of pandas.DataFrame
+        ``mismatch`` (Part A rows at the verdict eps), ``per_layer`` (mean cosine per config and layer,
+        configs in display order), ``reliability`` (mean split-half reliability per precision and layer),
+        ``gains`` (:func:`mismatch_gains`), ``d_by_eps`` (:func:`d_by_eps`), ``es_diagnostic``, ``arms``
+        (mean test/train accuracy, train loss and weights per network), ``duo`` (Part B per seed) and
+        ``duo_accuracy`` (test accuracy per seed and network, long form).
+    """
+    at = df[np.isclose(df.eps, params.eps)]
+    order = [c for c in ["full/ste", *[f"binary/{s}" for s in params.surrogates], "ternary/ste", "2bit/ste"]
+             if c in set(at.config)]
+    per_layer = at.pivot_table(index="config", columns="layer", values="cosine", aggfunc="mean").reindex(order)
+    per_layer.columns = [f"layer {c}" for c in per_layer.columns]
+    ref = at.drop_duplicates(["seed", "precision", "layer"])
+    reliab = ref.pivot_table(index="precision", columns="layer", values="reliability", aggfunc="mean").reindex(
+        list(params.precisions))
+    reliab.columns = [f"layer {c}" for c in reliab.columns]
+    arms = pd.DataFrame([
+        {"network": name, "test accuracy (%)": 100 * duo[f"acc_{key}"].mean(),
+         "train accuracy (%)": 100 * duo[f"train_acc_{key}"].mean() if f"train_acc_{key}" in duo else np.nan,
+         "train loss": duo[f"train_loss_{key}"].mean() if f"train_loss_{key}" in duo else np.nan,
+         "weights": int(duo[f"weights_{key}"].iloc[0]) if f"weights_{key}" in duo else np.nan}
+        for name, key in (("binary baseline", "baseline"), ("coupled ternary", "coupled_ternary"),
+                          ("BinaryDuo", "binaryduo"))])
+    long = duo.melt(id_vars="seed", value_vars=["acc_baseline", "acc_binaryduo"], var_name="network",
+                    value_name="test accuracy")
+    long["network"] = long.network.map({"acc_baseline": "baseline", "acc_binaryduo": "BinaryDuo"})
+    return {"mismatch": at, "per_layer": per_layer.reset_index(), "reliability": reliab.reset_index(),
+            "gains": mismatch_gains(df, params.surrogates, params.eps),
+            "d_by_eps": d_by_eps(df, params).drop(columns=["verdict eps"]),
+            "es_diagnostic": pd.DataFrame(es or []), "arms": arms, "duo": duo, "duo_accuracy": long}
+
+
+def facts(params: Params, df: pd.DataFrame, sa: dict[str, Any], sb: dict[str, Any], stat_b: Statistic,
+          n_a: int, warn: list[str]) -> dict[str, Any]:
+    """The named values the chapter's prose glues, besides the verdict, Part A's headline and the parts.
+
+    Parameters
+    ----------
+    params : Params
+        The run's parameters (tuned shapes, eps).
+    df : pandas.DataFrame
+        Part A's rows (:func:`mismatch_table`).
+    sa, sb : dict
+        Part A's and Part B's statistics (:func:`part_a_decision`, :func:`part_b_decision`).
+    stat_b : Statistic
+        Part B's statistic (the accuracy gain in points).
+    n_a : int
+        Part A's seeds with a value of D.
+    warn : list of str
+        The power warnings of both parts.
+
+    Returns
+    -------
+    dict
+        ``gm_*`` names to numbers or short texts.
+    """
+    ref = df[np.isclose(df.eps, params.eps)].drop_duplicates(["seed", "precision", "layer"])
+    best = max(sa["M"], key=lambda c: sa["M"][c]["estimate"] if c.startswith("binary/") else -np.inf)
+    rob = d_by_eps(df, params)
+    rob = rob[~rob["verdict eps"]]
+    pre = PREREGISTRATION["parts"]
+    return {
+        "gm_steep": f"{params.steep_slope:g}", "gm_width": f"{params.approxsign_width:g}",
+        "gm_beta": f"{params.swish_beta:g}", "gm_tuning_seeds": f"{TUNING_SEEDS[0]}-{TUNING_SEEDS[-1]}",
+        "gm_eps": f"{params.eps:g}", "gm_pilot_a": pre["Part A"]["pilot"]["source"],
+        "gm_pilot_b": pre["Part B"]["pilot"]["source"],
+        "gm_failing": int((~ref.reliable).sum()), "gm_refs": len(ref), "gm_n_a": n_a,
+        "gm_gain": stat_b.value, "gm_gain_low": stat_b.ci_low, "gm_gain_high": stat_b.ci_high, "gm_n_b": stat_b.n,
+        "gm_frac": 100 * sa["fraction_seeds_precision_beats_surrogate"],
+        "gm_prec_gain": sa["precision_gain"]["estimate"], "gm_sur_gain": sa["surrogate_gain"]["estimate"],
+        "gm_gate": 100 * sa["reliability_pass_rate_binary_ternary"], "gm_full": sa["full_precision_M"],
+        "gm_tl_base": sb["train_loss_baseline"]["estimate"], "gm_tl_duo": sb["train_loss_binaryduo"]["estimate"],
+        "gm_tl_diff": sb["train_loss_difference"]["estimate"], "gm_tl_diff_low": sb["train_loss_difference"]["low"],
+        "gm_tl_diff_high": sb["train_loss_difference"]["high"], "gm_pos": 100 * sb["fraction_seeds_positive_gain"],
+        "gm_decouple_diff": sb["decoupling_max_abs_diff"],
+        "gm_power": " ".join(warn) or "both parts used at least the pre-registered number of seeds",
+        "gm_M_ste": sa["M"]["binary/ste"]["estimate"], "gm_M_best": sa["M"][best]["estimate"],
+        "gm_best": best.split("/")[1], "gm_M_ter": sa["M"]["ternary/ste"]["estimate"],
+        "gm_rob": ", ".join(f"{r.D:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}] at eps {r.eps:g}" for r in rob.itertuples()),
+    }
+
+
+def aggregate(params: Params, records: list[dict]) -> Aggregate:
+    """The verdict, the record's statistics and the chapter's facts from the per-seed records.
+
+    Part A and Part B are each decided by :func:`flatminima.stats.decision.decide` (see :data:`CRITERION`;
+    Part A after its reliability, sanity and seed-count gates) and combined with
+    :func:`flatminima.stats.decision.combine`; the headline is Part A's
+    :math:`D = M(\\mathrm{ternary}) - \\max_s M(\\mathrm{binary}, s)` (Kim et al. 2020).
+
+    Parameters
+    ----------
+    params : Params
+        The run's parameters.
+    records : list of dict
+        One per seed of ``params.seeds``, as :func:`run_seed` or :func:`run_parts` make them:
+        ``{"seed", "part_a", "part_b", "es_diagnostic"}``; a part's entry is None where that part does
+        not use the seed, ``es_diagnostic`` (the rows of :func:`es_diagnostic`) is set on the first seed only
+        (None when ``es_directions`` is 0 or the key is absent).
+
+    Returns
+    -------
+    Aggregate
+        Verdict, parts A and B, the headline (Part A's D with the paper's statement), the record's
+        ``statistics`` (``verdict_part_a``, ``verdict_part_b``, ``part_a``, ``part_b``, ``power_warnings``,
+        ``es_diagnostic``), :data:`CRITERION`, the prose's ``facts`` (:func:`facts`) and the figures'
+        ``tables`` (:func:`tables`).
+
+    Raises
+    ------
+    ValueError
+        If the records hold no Part A or no Part B record.
     """
     ra = [r["part_a"] for r in records if r.get("part_a")]
     rb = [r["part_b"] for r in records if r.get("part_b")]
     if not ra or not rb:
         raise ValueError("aggregate needs Part A and Part B records (run_parts gives both)")
+    es = next((r["es_diagnostic"] for r in records if r.get("es_diagnostic")), None)
     df = mismatch_table(ra, params)
     duo = pd.DataFrame(rb)
     da, sa = part_a_decision(df, params)
     db, sb = part_b_decision(duo)
     verdict = combine([sa["outcome"], sb["outcome"]])
     D = np.asarray(sa["per_seed"]["difference"])
-    stat_a = statistic("D = M(ternary) - max_s M(binary, s), eps 0.1", D)
-    stat_b = statistic("BinaryDuo gain in test accuracy (points)", duo.gain.to_numpy())
+    stat_a = Statistic.from_dict(statistic("D = M(ternary) - max_s M(binary, s), eps 0.1", D))
+    stat_b = Statistic.from_dict(statistic("BinaryDuo gain in test accuracy (points)", duo.gain.to_numpy()))
     warn = [f"Part {k}: {w}" for k, w in (("A", check_seeds(PREREGISTRATION, len(D))),
                                           ("B", check_seeds(PREREGISTRATION_B, len(duo)))) if w]
-    parts = [{"name": "Part A", "outcome": sa["outcome"], "reason": sa["reason"], "statistic": stat_a},
-             {"name": "Part B", "outcome": sb["outcome"], "reason": sb["reason"], "statistic": stat_b}]
+    parts = (Part("Part A", sa["outcome"], sa["reason"], stat_a), Part("Part B", sb["outcome"], sb["reason"], stat_b))
     stats = {"verdict_part_a": sa["outcome"], "verdict_part_b": sb["outcome"], "part_a": sa, "part_b": sb,
-             "power_warnings": warn, "es_diagnostic": [] if es is None else es.to_dict("records")}
+             "power_warnings": warn, "es_diagnostic": es or []}
     notes = (f"Part A {sa['outcome']}: {sa['reason']}. Part B {sb['outcome']}: {sb['reason']}; training loss "
              f"baseline {sb['train_loss_baseline']['estimate']:.3f}, BinaryDuo {sb['train_loss_binaryduo']['estimate']:.3f}."
              + (" " + ". ".join(warn) + "." if warn else ""))
-    return make_record(
-        claim=params.CLAIM, params=params, verdict=verdict, statistics=stats, criterion=CRITERION,
-        seeds=list(params.seeds), runtime_s=runtime_s, device=str(device),
-        headline=stat_a | {"paper": PAPER_A}, preregistration=PREREGISTRATION, parts=parts, notes=notes)
-
-
-def run(params: Params, *, device: torch.device, show_progress: bool = False, cache_dir=None,
-        workers: int | None = None) -> dict[str, Any]:
-    """Both parts and the record (what ``flatminima`` calls when no notebook is involved)."""
-    t0 = time.perf_counter()
-    records = run_parts(params, cache_dir=cache_dir, workers=workers, device=device, show_progress=show_progress)
-    return aggregate(params, records, runtime_s=time.perf_counter() - t0, device=device)
+    return Aggregate(verdict=verdict, parts=parts, headline=dataclasses.replace(stat_a, paper=PAPER_A),
+                     statistics=stats, criterion=CRITERION, facts=facts(params, df, sa, sb, stat_b, stat_a.n, warn),
+                     tables=tables(params, df, duo, es), notes=notes)

@@ -22,11 +22,12 @@ regions. One replication (:func:`run_seed`) draws one data set per seed and comp
 """
 from __future__ import annotations
 
-import time
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
+import pandas as pd
 import torch
 from torch.func import functional_call
 from torch.nn import functional as F
@@ -52,9 +53,8 @@ from flatminima.landscape.flatness import (
 )
 from flatminima.nn.models import make_model
 from flatminima.nn.optim import entropy_sgd, replicated_sgd, sgd
+from flatminima.protocol.contract import Aggregate, Part, Statistic
 from flatminima.protocol.params import ClaimParams, param
-from flatminima.protocol.record import make_record
-from flatminima.protocol.replicates import run_seeds
 from flatminima.stats.decision import combine, decide
 from flatminima.stats.intervals import mean_ci, statistic
 from flatminima.stats.power import preregister
@@ -332,8 +332,112 @@ def _path_means(records: list[dict], part: str, key: str, x: str) -> list[dict[s
     return rows
 
 
-def aggregate(params: Params, records: list[dict]) -> dict[str, Any]:
-    """Statistics, parts, headline and verdict from :func:`run_seed`'s records (one per seed, seed order)."""
+PAPER = ("local entropy increases towards the Bayes-optimal configuration (Baldassi et al. 2020, sec. III, "
+         "Franz-Parisi computation in the large-N limit; qualitative, no number for this slope)")
+"""The paper's statement for the headline statistic (it gives no number for the slope)."""
+
+
+def _ci_facts(prefix: str, ci: dict[str, float]) -> dict[str, float]:
+    return {prefix: ci["estimate"], f"{prefix}_low": ci["low"], f"{prefix}_high": ci["high"]}
+
+
+def facts(params: Params, stats: dict[str, Any], part_b: Statistic, n: int) -> dict[str, Any]:
+    """The named values the chapter's prose glues, besides the verdict, the headline and the parts.
+
+    Parameters
+    ----------
+    params : Params
+        The run's parameters (angles, sigmas, rho, N of the setup).
+    stats : dict
+        The record's ``statistics`` block made by :func:`aggregate`.
+    part_b : Statistic
+        Part B's statistic (the bias-path slope).
+    n : int
+        Number of seeds.
+
+    Returns
+    -------
+    dict
+        ``wm_*`` names to numbers or short texts (e.g. ``wm_cross_rel_n`` = ``"3 of 3"``).
+    """
+    out: dict[str, Any] = {"wm_b": part_b.value, "wm_b_low": part_b.ci_low, "wm_b_high": part_b.ci_high}
+    for conv in ("relative", "absolute"):
+        c, k = stats["crossover"][conv], f"wm_cross_{conv[:3]}"
+        out.update({k: c["estimate"], f"{k}_low": c["low"], f"{k}_high": c["high"],
+                    f"{k}_n": f"{c['seeds_with_crossover']} of {n}", f"{k}_med": c["median"],
+                    f"{k}_small": f"{c['seeds_below_0.1']} of {n}"})
+        out.update(_ci_facts(f"wm_en_{conv[:3]}", stats["ridge_energy_slope"][conv]))
+    out.update({"wm_bo_neg": f"{stats['bo_negative_dE_seeds']} of {n}", "wm_sigma_min": min(params.sigmas),
+                "wm_theta": params.theta_star, "wm_alpha": params.verdict_alpha, "wm_rho": params.rho_unbalanced,
+                "wm_maxz": max(r["z"] for r in stats["bo_curve"]), "wm_N": params.N,
+                "wm_theta_small": min(params.thetas), "wm_sigma_star": params.sigma_star})
+    out.update(_ci_facts("wm_path_small", stats["path_slope"][f"{min(params.thetas):g}"]))
+    out.update(_ci_facts("wm_path_star", stats["path_slope"][f"{params.theta_star:g}"]))
+    return out
+
+
+def tables(params: Params, stats: dict[str, Any], parts: tuple[Part, ...], n: int) -> dict[str, pd.DataFrame]:
+    """The data frames of the chapter's figures and tables, shaped from the record's statistics.
+
+    Parameters
+    ----------
+    params : Params
+        The run's parameters.
+    stats : dict
+        The record's ``statistics`` block made by :func:`aggregate`.
+    parts : tuple of Part
+        The decided parts.
+    n : int
+        Number of seeds.
+
+    Returns
+    -------
+    dict of pandas.DataFrame
+        ``preregistration`` (item, value), ``bo_curve`` (Figure 1), ``ridge_path`` and ``mm_bo_path``
+        (Figures 2 and 3: means and standard errors per path point), ``parts`` (part, outcome, slope and
+        its interval), ``bias_path`` (t, errors and :math:`S(\\theta^*)`) and ``networks`` (one row per arm).
+    """
+    pre = PREREGISTRATION
+    nets = pd.DataFrame(stats["networks"])
+    net_cols = ["algorithm", "grad_evals", "train_loss", "train_error", "test_error", "dE"]
+    return {
+        "preregistration": pd.DataFrame({
+            "item": ["primary statistic", "smallest effect (nats)", "pilot sd", "pilot seeds", "seeds needed",
+                     "seeds used"],
+            "value": [pre["primary"], f"{pre['smallest_effect']:g}", f"{pre['pilot']['sd']:g}", pre["pilot"]["n"],
+                      pre["seeds_needed"], n]}),
+        "bo_curve": pd.DataFrame(stats["bo_curve"]),
+        "ridge_path": pd.DataFrame(stats["ridge_path"]),
+        "mm_bo_path": pd.DataFrame(stats["mm_bo_path"]),
+        "parts": pd.DataFrame([{"part": q.name, "outcome": q.outcome.value, "slope": q.statistic.value,
+                                "ci_low": q.statistic.ci_low, "ci_high": q.statistic.ci_high} for q in parts]),
+        "bias_path": pd.DataFrame(stats["bias_path"])[["t", "train_error", "test_error", f"S_{params.theta_star:g}"]],
+        "networks": nets[net_cols] if len(nets) else pd.DataFrame(columns=net_cols),
+    }
+
+
+def aggregate(params: Params, records: list[dict]) -> Aggregate:
+    """The pre-registered decision, the record's statistics and the chapter's facts from the per-seed records.
+
+    Part A is :func:`flatminima.stats.decision.decide` on the per-seed slope of the Franz-Parisi local
+    entropy :math:`S(\\theta^*)` per decade of the ridge :math:`\\lambda` (balanced clusters); Part B on the
+    slope of :math:`S(\\theta^*)` along the bias path :math:`b = t\\,b^*` (unbalanced clusters); the verdict is
+    :func:`flatminima.stats.decision.combine` of the two (Baldassi et al. 2020, sec. III).
+
+    Parameters
+    ----------
+    params : Params
+        The run's parameters.
+    records : list of dict
+        :func:`run_seed`'s records, one per seed, in seed order.
+
+    Returns
+    -------
+    Aggregate
+        Verdict, the two parts, the headline (Part A's statistic with the paper's statement), the record's
+        ``statistics`` (BO curve, slopes, crossover, paths, networks, decisions, per-seed values), the
+        criterion, the prose's ``facts`` (:func:`facts`) and the figures' ``tables`` (:func:`tables`).
+    """
     d = PREREGISTRATION["smallest_effect"]
     ridge = _per_seed(records, "balanced", "ridge_slope")
     bias = _per_seed(records, "unbalanced", "bias_slope")
@@ -341,13 +445,13 @@ def aggregate(params: Params, records: list[dict]) -> dict[str, Any]:
     lab_b = f"local-entropy slope along the bias path 0 -> b* (nats, theta={params.theta_star:g}, rho={params.rho_unbalanced:g})"
     dec_a = decide(ridge, smallest_effect=d, label="the ridge-path slope")
     dec_b = decide(bias, smallest_effect=d, label="the bias-path slope")
-    parts = [
-        {"name": "Part A: local entropy rises along the ridge path to BO (balanced)", "outcome": dec_a.outcome,
-         "reason": dec_a.reason, "statistic": statistic(lab_a, ridge)},
-        {"name": "Part B: local entropy rises as the threshold reaches b* (unbalanced)", "outcome": dec_b.outcome,
-         "reason": dec_b.reason, "statistic": statistic(lab_b, bias)},
-    ]
-    verdict = combine([p["outcome"] for p in parts])
+    parts = (
+        Part("Part A: local entropy rises along the ridge path to BO (balanced)", dec_a.outcome, dec_a.reason,
+             Statistic.from_dict(statistic(lab_a, ridge))),
+        Part("Part B: local entropy rises as the threshold reaches b* (unbalanced)", dec_b.outcome, dec_b.reason,
+             Statistic.from_dict(statistic(lab_b, bias))),
+    )
+    verdict = combine([p.outcome for p in parts])
     cross = {c: _per_seed(records, "balanced", "crossover", c) for c in ("relative", "absolute")}
     curve = []
     for i, row in enumerate(records[0]["bo_curve"]):
@@ -391,26 +495,8 @@ def aggregate(params: Params, records: list[dict]) -> dict[str, Any]:
         "per_seed": {"ridge_slope": ridge.tolist(), "bias_slope": bias.tolist(),
                      "crossover_relative": cross["relative"].tolist(), "crossover_absolute": cross["absolute"].tolist()},
     }
-    headline = parts[0]["statistic"] | {
-        "paper": "local entropy increases towards the Bayes-optimal configuration (Baldassi et al. 2020, sec. III, "
-                 "Franz-Parisi computation in the large-N limit; qualitative, no number for this slope)"}
-    return {"verdict": verdict, "parts": parts, "headline": headline, "statistics": stats,
-            "criterion": criterion_text(params)}
-
-
-def record(params: Params, records: list[dict], *, device: torch.device | str, runtime_s: float) -> dict[str, Any]:
-    """The results record of a run: :func:`aggregate` plus provenance, pre-registration and seeds."""
-    agg = aggregate(params, records)
-    return make_record(claim=params.CLAIM, params=params, verdict=agg["verdict"], statistics=agg["statistics"],
-                       criterion=agg["criterion"], seeds=list(params.seeds), runtime_s=runtime_s, device=str(device),
-                       headline=agg["headline"], preregistration=PREREGISTRATION, parts=agg["parts"],
-                       notes="; ".join(f"{p['name']}: {p['outcome']}" for p in agg["parts"]))
-
-
-def run(params: Params, *, device: torch.device | str = "cpu", cache_dir=None, workers: int | None = 1,
-        show_progress: bool = False) -> dict[str, Any]:
-    """The whole protocol in one call: :func:`run_seed` over ``params.seeds``, then :func:`record`."""
-    t0 = time.perf_counter()
-    recs = run_seeds(run_seed, params, cache_dir=cache_dir, workers=workers, device=device,
-                     show_progress=show_progress, desc="wide-minima seeds")
-    return record(params, recs, device=device, runtime_s=time.perf_counter() - t0)
+    n = len(records)
+    return Aggregate(
+        verdict=verdict, parts=parts, headline=dataclasses.replace(parts[0].statistic, paper=PAPER),
+        statistics=stats, criterion=criterion_text(params), facts=facts(params, stats, parts[1].statistic, n),
+        tables=tables(params, stats, parts, n), notes="; ".join(f"{p.name}: {p.outcome.value}" for p in parts))
