@@ -258,7 +258,7 @@ def test_paper_path_trains_and_decouples_a_tiny_vgg7(monkeypatch):
 
 
 def test_every_glued_name_of_the_prose_is_glued():
-    """Each {glue:...} name of the Markdown is one glue_record glues (fixed names or a fact) or the runtime."""
+    """Each {glue:...} name of the Markdown is one glue_record glues (a fixed name or a fact)."""
     nb = nbformat.read(NOTEBOOK, as_version=4)
     names = {n for c in nb.cells if c.cell_type == "markdown" for n in re.findall(r"\{glue:(?:text|md)\}`(\w+)", c.source)}
     df = _table(0.2 + 0.01 * np.arange(6))
@@ -266,6 +266,6 @@ def test_every_glued_name_of_the_prose_is_glued():
     duo = _duo([2.0, 2.5, 3.0, 2.2, 2.8, 2.6])
     records = [{"seed": s, "part_a": recs_a[s], "part_b": duo.iloc[s].to_dict()} for s in range(6)]
     agg = gm.aggregate(gm.Params.from_preset("cpu", num_seeds=6, part_a_seeds=6, part_b_seeds=6), records)
-    fixed = {"verdict", "headline_value", "headline_low", "headline_high", "n_seeds",
+    fixed = {"verdict", "headline_value", "headline_low", "headline_high", "n_seeds", "runtime_s",
              *(f"part_{i}_{k}" for i in range(len(agg.parts)) for k in ("outcome", "reason"))}
-    assert names - fixed - set(agg.facts) == {"gm_runtime"}
+    assert names - fixed - set(agg.facts) == set()

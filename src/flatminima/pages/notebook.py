@@ -128,7 +128,10 @@ def glue_record(record: Mapping[str, Any]) -> None:
     * ``n_seeds`` and ``seeds_needed`` (text), ``underpowered`` (the power warning sentence or "");
     * ``part_<i>_outcome`` (text), ``part_<i>_reason`` (escaped Markdown, ``{glue:md}``) for each part
       in order, and ``result_why`` (one sentence per part, then the power warning);
-    * every entry of ``record["facts"]`` under its own name (numbers as numbers, other values as text).
+    * ``runtime_s`` (number) and ``criterion_md`` (the registered criterion, escaped Markdown);
+    * every entry of ``record["facts"]`` under its own name (numbers as numbers, other values as text);
+      a fact named ``<x>_text`` (a sentence that may hold ``$...$`` maths) is also glued as escaped
+      Markdown under ``<x>_md``, for ``{glue:md}``.
 
     Parameters
     ----------
@@ -161,5 +164,9 @@ def glue_record(record: Mapping[str, Any]) -> None:
         put(f"part_{i}_outcome", str(p.get("outcome")))
         put(f"part_{i}_reason", Markdown(escape_md(p.get("reason", ""))))
     put("result_why", " ".join(f"{p.get('name')}: {p.get('outcome')}." for p in parts) + (f" {under}" if under else ""))
+    put("runtime_s", float(record.get("runtime_s", float("nan"))))
+    put("criterion_md", Markdown(escape_md(record.get("criterion", ""))))
     for name, value in (record.get("facts") or {}).items():
         put(name, value if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value))
+        if name.endswith("_text"):
+            put(name.removesuffix("_text") + "_md", Markdown(escape_md(value)))
