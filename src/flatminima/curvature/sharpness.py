@@ -7,18 +7,18 @@ r"""Sharpness measures of a minimum and the reparametrisations that fool them.
   construction with one block of :math:`D` per *parameter*, invariant to per-neuron rescalings too.
 * :func:`rescale_layers`: Dinh et al. (2017)'s :math:`\alpha`-scale transformation of a ReLU net
   (layer-wise); :func:`rescale_neurons`: the per-neuron rescalings of a ReLU MLP.
+* :func:`interpolate_1d`: Keskar's 1-D parametric plot :math:`f(\alpha x_\ell + (1-\alpha) x_s)`.
+* :func:`filter_normalized_direction`: Li et al. (2018)'s filter-normalised random direction.
 
 Which measure is invariant to which function-preserving group of a ReLU network:
 
-================================  ==============  ===================
-measure                           layer-wise      per-neuron
-================================  ==============  ===================
-:math:`\lambda_{\max}`, trace, Keskar :math:`\phi`   no              no
-:math:`\lambda_R` (Rangamani)      yes             no
-:math:`\lambda_N` (element-wise)   yes             yes
-================================  ==============  ===================
-* :func:`interpolate_1d`: Keskar's 1-D parametric plot :math:`f(\alpha x_\ell + (1-\alpha) x_s)`.
-* :func:`filter_normalized_direction`: Li et al. (2018)'s filter-normalised random direction.
+=======================================================  ==============  ===================
+measure                                                  layer-wise      per-neuron
+=======================================================  ==============  ===================
+:math:`\lambda_{\max}`, trace, Keskar :math:`\phi`       no              no
+:math:`\lambda_R` (Rangamani)                            yes             no
+:math:`\lambda_N` (element-wise)                         yes             yes
+=======================================================  ==============  ===================
 
 All functions take parameter dicts (``{name: tensor}``, see :func:`flatminima.curvature.hessian.params_of`)
 and never modify the network or the dicts passed in.

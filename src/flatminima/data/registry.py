@@ -21,5 +21,11 @@ class DatasetNotAvailable(FileNotFoundError):
 
 
 def default_root() -> Path:
-    """``$FLATMINIMA_DATA`` if set, else ``~/.cache/flatminima/data``."""
+    """``$FLATMINIMA_DATA`` if set, else ``~/.cache/flatminima/data``.
+
+    Returns
+    -------
+    Path
+        The folder that holds the downloaded datasets.
+    """
     return Path(os.environ.get("FLATMINIMA_DATA", Path.home() / ".cache" / "flatminima" / "data"))
