@@ -378,7 +378,7 @@ def lanczos(matvec: MatVec, dim: int, *, k: int = 1, max_iter: int = 100, tol: f
     seed : int
         Seed of the random start or probes.
     device, dtype : optional
-        Device and dtype of the vectors (default: CPU, float32).
+        Device and dtype of the vectors (default: ``"cpu"``, ``torch.float32``).
 
     Returns
     -------
@@ -453,7 +453,7 @@ def power_iteration(matvec: MatVec, dim: int, *, max_iter: int = 100, tol: float
     seed : int
         Seed of the random start or probes.
     device, dtype : optional
-        Device and dtype of the vectors (default: CPU, float32).
+        Device and dtype of the vectors (default: ``"cpu"``, ``torch.float32``).
 
     Returns
     -------
@@ -496,7 +496,7 @@ def hutchinson_trace(matvec: MatVec, dim: int, *, num_probes: int = 32, block: i
     seed : int
         Seed of the random start or probes.
     device, dtype : optional
-        Device and dtype of the vectors (default: CPU, float32).
+        Device and dtype of the vectors (default: ``"cpu"``, ``torch.float32``).
     batched_matvec : callable, optional
         A block version of ``matvec`` (:func:`batched`), used when given.
 
@@ -637,7 +637,7 @@ def spectral_density(matvec: MatVec, dim: int, *, num_probes: int = 4, num_iter:
     seed : int
         Seed of the random start or probes.
     device, dtype : optional
-        Device and dtype of the vectors (default: CPU, float32).
+        Device and dtype of the vectors (default: ``"cpu"``, ``torch.float32``).
 
     Returns
     -------
