@@ -121,7 +121,7 @@ def loss_value(net: nn.Module, flat: torch.Tensor, spec: FlatSpec, X: torch.Tens
     net : torch.nn.Module
         The network; its parameters are not modified.
     flat : torch.Tensor
-        The flat parameter vector :math:`\theta`.
+        The flat parameter vector :math:`\\theta`.
     spec : FlatSpec
         Its layout.
     X, y : torch.Tensor
@@ -275,12 +275,12 @@ def dense_hessian(net: nn.Module, X: torch.Tensor, y: torch.Tensor,
     X, y : torch.Tensor
         Inputs and targets of the mean loss.
     params : mapping of str to torch.Tensor, optional
-        The point :math:`\theta`, by parameter name (default: ``net``'s own parameters).
+        The point :math:`\\theta`, by parameter name (default: ``net``'s own parameters).
 
     Returns
     -------
     torch.Tensor
-        :math:`\nabla^2 L(\theta)`, shape ``(P, P)``.
+        :math:`\\nabla^2 L(\\theta)`, shape ``(P, P)``.
     """
     params = params_of(net) if params is None else dict(params)
     theta, spec = flatten(params)
