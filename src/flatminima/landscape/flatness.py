@@ -293,7 +293,7 @@ def cone_local_entropy(a: torch.Tensor, X: torch.Tensor, y: torch.Tensor, thetas
     Returns
     -------
     LocalEntropy
-        The fraction kept per angle and its log (the local-entropy estimate).
+        Per angle, the number of draws that kept the error (``counts``), with ``fraction`` and ``log_volume``.
     """
     a = a.detach().reshape(-1)
     n = a.numel()
