@@ -8,6 +8,10 @@ the lower layers say what they take and return.
   has a numpydoc ``Parameters`` section when it takes arguments and a ``Returns`` (or ``Yields``)
   section when it returns something; every public class there has a docstring. Private names,
   dunders, properties, methods and dataclass-generated members are not checked.
+
+``PENDING`` names what was still being edited elsewhere when this test was written
+(``landscape/trajectory.py``, ``hessian.flatten``/``unflatten``); remove entries as they get their
+sections. A pending name that no longer exists fails the test, so the list cannot go stale.
 """
 from __future__ import annotations
 
@@ -23,6 +27,9 @@ import flatminima
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCUMENTED_LAYERS = ("core", "stats", "data", "nn", "curvature", "landscape", "quant")
+PENDING = frozenset({"flatminima.landscape.trajectory", "flatminima.curvature.hessian.flatten",
+                     "flatminima.curvature.hessian.unflatten"})
+"""Modules or functions not yet held to the numpydoc sections (see the module docstring)."""
 
 
 def _modules(prefix: str = "flatminima") -> list[str]:
@@ -71,6 +78,8 @@ def test_api_page_names_every_module():
 def test_public_functions_have_numpydoc_sections(layer):
     problems = []
     for qualname, obj in _public(layer):
+        if qualname in PENDING or qualname.rsplit(".", 1)[0] in PENDING:
+            continue
         doc = inspect.getdoc(obj) or ""
         if inspect.isclass(obj):
             if not (obj.__doc__ or "").strip():
@@ -84,3 +93,12 @@ def test_public_functions_have_numpydoc_sections(layer):
         if _returns_something(obj) and not _section(doc, "Returns", "Yields"):
             problems.append(f"{qualname}: no 'Returns' section")
     assert not problems, "\n".join(problems)
+
+
+def test_pending_names_exist():
+    for name in PENDING:
+        module, _, attr = name.rpartition(".")
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            assert hasattr(importlib.import_module(module), attr), f"PENDING names {name}, which does not exist"
