@@ -5,9 +5,11 @@ import os
 from pathlib import Path
 
 DATASETS: tuple[str, ...] = ("gaussian-mixture", "mnist1d", "digits", "mnist", "fashion-mnist", "cifar10")
+"""Every dataset a claim can name (``load_dataset``'s ``name``)."""
 
 
 OFFLINE_DATASETS: tuple[str, ...] = ("gaussian-mixture", "mnist1d", "digits")
+"""Datasets generated or shipped with a package: they need no download."""
 
 
 TORCHVISION_DATASETS: dict[str, str] = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "cifar10": "CIFAR10"}
