@@ -94,11 +94,3 @@ def test_public_functions_have_numpydoc_sections(layer):
             problems.append(f"{qualname}: no 'Returns' section")
     assert not problems, "\n".join(problems)
 
-
-def test_pending_names_exist():
-    for name in PENDING:
-        module, _, attr = name.rpartition(".")
-        try:
-            importlib.import_module(name)
-        except ImportError:
-            assert hasattr(importlib.import_module(module), attr), f"PENDING names {name}, which does not exist"
