@@ -11,7 +11,7 @@ the lower layers say what they take and return.
 
 ``PENDING`` names what was still being edited elsewhere when this test was written
 (``landscape/trajectory.py``, ``hessian.flatten``/``unflatten``); remove entries as they get their
-sections. A pending name that no longer exists fails the test, so the list cannot go stale.
+sections.
 """
 from __future__ import annotations
 
