@@ -28,7 +28,6 @@ import numpy as np
 import torch
 
 from flatminima.data.mixture import sample_mixture
-from flatminima.data.registry import DATASETS, OFFLINE_DATASETS, TORCHVISION_DATASETS, DatasetNotAvailable, default_root
 from flatminima.data.fetch import FetchError, fetch
 
 
