@@ -75,6 +75,16 @@ def configure_threads(num_threads: int | None = None) -> int:
 
     ``None`` reads ``FLATMINIMA_THREADS`` and otherwise uses 1, the fastest setting measured
     for this project's small models on 2 cores.
+
+    Parameters
+    ----------
+    num_threads : int or None
+        Threads to use; ``None`` reads ``FLATMINIMA_THREADS`` (default 1).
+
+    Returns
+    -------
+    int
+        ``torch.get_num_threads()`` after the call.
     """
     if num_threads is None:
         num_threads = int(os.environ.get("FLATMINIMA_THREADS", "1"))
@@ -85,7 +95,20 @@ def configure_threads(num_threads: int | None = None) -> int:
 
 
 def setup(device: str = "auto", num_threads: int | None = None) -> torch.device:
-    """Resolve the device and apply the CPU thread policy; the one call a notebook makes."""
+    """Resolve the device and apply the CPU thread policy; the one call a notebook makes.
+
+    Parameters
+    ----------
+    device : str
+        One of :data:`DEVICE_CHOICES`, checked by :func:`check_device`.
+    num_threads : int or None
+        Passed to :func:`configure_threads`.
+
+    Returns
+    -------
+    torch.device
+        The device that :func:`resolve_device` chose.
+    """
     dev = resolve_device(device)
     configure_threads(num_threads)
     return dev

@@ -10,7 +10,18 @@ from typing import Any
 
 
 def jsonable(obj: Any) -> Any:
-    """Convert numpy / torch scalars and arrays, tuples and paths to plain JSON types."""
+    """Convert numpy / torch scalars and arrays, tuples and paths to plain JSON types.
+
+    Parameters
+    ----------
+    obj : object
+        A value, possibly nested in dicts, lists and tuples.
+
+    Returns
+    -------
+    object
+        The same structure made of ``dict``, ``list``, ``str``, ``int``, ``float``, ``bool`` and ``None``.
+    """
     if isinstance(obj, Mapping):
         return {str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -29,7 +40,20 @@ def jsonable(obj: Any) -> Any:
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to ``path`` atomically (temp file in the same folder + rename)."""
+    """Write ``text`` to ``path`` atomically (temp file in the same folder + rename).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file to write; its folder must exist.
+    text : str
+        Written as UTF-8.
+
+    Returns
+    -------
+    Path
+        ``path``; readers see either the old or the new content, never a partial file.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

@@ -45,6 +45,21 @@ def out_lock(folder: str | os.PathLike) -> Iterator[Path]:
     """Hold the exclusive lock of ``folder`` (created if missing) for the ``with`` block.
 
     Raises :class:`FolderBusy` at once, naming the holder, when another process holds it.
+
+    Parameters
+    ----------
+    folder : str or os.PathLike
+        The output folder to lock.
+
+    Yields
+    ------
+    Path
+        ``folder``, resolved to an absolute path.
+
+    Raises
+    ------
+    FolderBusy
+        When another process holds the lock.
     """
     folder = Path(folder).resolve()
     with _guard:

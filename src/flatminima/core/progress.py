@@ -13,7 +13,22 @@ T = TypeVar("T")
 
 
 def progress(iterable: Iterable[T], *, enabled: bool = False, **kwargs: Any) -> Iterable[T]:
-    """Wrap ``iterable`` in a ``tqdm.auto`` bar when ``enabled``; otherwise return it unchanged."""
+    """Wrap ``iterable`` in a ``tqdm.auto`` bar when ``enabled``; otherwise return it unchanged.
+
+    Parameters
+    ----------
+    iterable : iterable
+        What to iterate over.
+    enabled : bool
+        Draw a progress bar (off by default, so notebooks and logs stay clean).
+    **kwargs
+        Passed to ``tqdm`` (``desc``, ``total``, ...).
+
+    Returns
+    -------
+    iterable
+        ``iterable`` itself, or a ``tqdm`` wrapper yielding the same items.
+    """
     if not enabled:
         return iterable
     from tqdm.auto import tqdm

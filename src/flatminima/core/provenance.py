@@ -23,6 +23,11 @@ def versions() -> dict[str, str]:
     Reading the installed distributions' metadata (not ``module.__version__``, which some packages,
     mnist1d among them, do not set) records what actually ran; a distribution that is absent is
     left out rather than recorded under a made-up version.
+
+    Returns
+    -------
+    dict of str to str
+        ``python``, ``platform`` and one entry per installed distribution of :data:`PACKAGES`.
     """
     out = {"python": sys.version.split()[0], "platform": platform.platform()}
     for dist in PACKAGES:
@@ -57,6 +62,17 @@ def provenance(device: str | None = None) -> dict[str, Any]:
 
     ``git_commit`` is the commit of the package's source tree (None outside a git checkout) and
     ``git_dirty`` whether its ``src/`` or ``notebooks/`` differ from that commit.
+
+    Parameters
+    ----------
+    device : str or None
+        The device the result was computed on, recorded as given.
+
+    Returns
+    -------
+    dict
+        JSON-ready fields: ``git_commit``, ``git_dirty``, CPU, kernels (:func:`cpu_capability`), threads,
+        GPU, time and :func:`versions`.
     """
     commit = _git("rev-parse", "HEAD")
     dirty = None
@@ -76,7 +92,13 @@ def provenance(device: str | None = None) -> dict[str, Any]:
 
 
 def cpu_capability() -> str:
-    """The ATen CPU kernel family in force (``AVX512``, ``AVX2``, ``DEFAULT``), as torch reports it."""
+    """The ATen CPU kernel family in force (``AVX512``, ``AVX2``, ``DEFAULT``), as torch reports it.
+
+    Returns
+    -------
+    str
+        The kernel family, or ``ATEN_CPU_CAPABILITY`` (``unknown`` if unset) when torch cannot say.
+    """
     try:
         return str(torch.backends.cpu.get_cpu_capability())
     except Exception:  # noqa: BLE001 - older torch

@@ -52,7 +52,18 @@ class FlatSpec:
 
 
 def params_of(net: nn.Module) -> Params:
-    """Detached copies of ``net``'s parameters, by name (the model itself is not touched)."""
+    """Detached copies of ``net``'s parameters, by name (the model itself is not touched).
+
+    Parameters
+    ----------
+    net : torch.nn.Module
+        The network; its parameters are not modified.
+
+    Returns
+    -------
+    dict of str to torch.Tensor
+        The parameters, detached and cloned.
+    """
     return {k: v.detach().clone() for k, v in net.named_parameters()}
 
 
@@ -80,7 +91,22 @@ def _chunks(n: int, chunk_size: int) -> list[tuple[int, int]]:
 
 
 def flat_loss_fn(net: nn.Module, spec: FlatSpec, loss_fn=F.cross_entropy) -> Callable:
-    r"""``f(flat, X, y)``: mean loss of ``net`` with parameters ``unflatten(flat)`` on ``(X, y)``."""
+    r"""``f(flat, X, y)``: mean loss of ``net`` with parameters ``unflatten(flat)`` on ``(X, y)``.
+
+    Parameters
+    ----------
+    net : torch.nn.Module
+        The network; its parameters are not modified.
+    spec : FlatSpec
+        The layout of the flat vector (from :func:`flatten`).
+    loss_fn : callable
+        ``loss_fn(outputs, y)``, a mean loss.
+
+    Returns
+    -------
+    callable
+        ``f(flat, X, y) -> torch.Tensor``, a scalar, differentiable in ``flat``.
+    """
     def f(flat: torch.Tensor, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return loss_fn(functional_call(net, unflatten(flat, spec), (X,)), y)
     return f
@@ -88,7 +114,26 @@ def flat_loss_fn(net: nn.Module, spec: FlatSpec, loss_fn=F.cross_entropy) -> Cal
 
 def loss_value(net: nn.Module, flat: torch.Tensor, spec: FlatSpec, X: torch.Tensor, y: torch.Tensor,
                *, chunk_size: int = 8192) -> float:
-    """Mean loss :math:`L(\\theta)` over ``(X, y)``, chunked, without gradients."""
+    """Mean loss :math:`L(\\theta)` over ``(X, y)``, chunked, without gradients.
+
+    Parameters
+    ----------
+    net : torch.nn.Module
+        The network; its parameters are not modified.
+    flat : torch.Tensor
+        The flat parameter vector :math:`\\theta`.
+    spec : FlatSpec
+        Its layout.
+    X, y : torch.Tensor
+        Inputs and targets of the mean loss.
+    chunk_size : int
+        Examples per chunk (bounds memory; the result does not depend on it beyond rounding).
+
+    Returns
+    -------
+    float
+        The mean loss.
+    """
     f = flat_loss_fn(net, spec)
     n = len(X)
     with torch.no_grad():
@@ -97,7 +142,28 @@ def loss_value(net: nn.Module, flat: torch.Tensor, spec: FlatSpec, X: torch.Tens
 
 def loss_and_grad(net: nn.Module, flat: torch.Tensor, spec: FlatSpec, X: torch.Tensor, y: torch.Tensor,
                   *, chunk_size: int = 8192) -> tuple[torch.Tensor, torch.Tensor]:
-    r""":math:`(L(\theta), \nabla L(\theta))` over ``(X, y)`` with :func:`torch.func.grad`, chunked."""
+    r""":math:`(L(\theta), \nabla L(\theta))` over ``(X, y)`` with :func:`torch.func.grad`, chunked.
+
+    Parameters
+    ----------
+    net : torch.nn.Module
+        The network; its parameters are not modified.
+    flat : torch.Tensor
+        The flat parameter vector :math:`\theta`.
+    spec : FlatSpec
+        Its layout.
+    X, y : torch.Tensor
+        Inputs and targets of the mean loss.
+    chunk_size : int
+        Examples per chunk (bounds memory; the result does not depend on it beyond rounding).
+
+    Returns
+    -------
+    loss : torch.Tensor
+        The mean loss, a scalar.
+    grad : torch.Tensor
+        Its gradient, a flat vector like ``flat``.
+    """
     from torch.func import grad_and_value
 
     gv = grad_and_value(flat_loss_fn(net, spec))
@@ -122,6 +188,33 @@ def make_hvp(net: nn.Module, X: torch.Tensor, y: torch.Tensor, params: Mapping[s
     (``benchmarks/bench_hessian.py``), at the price of keeping the graph in memory. ``jvp`` keeps
     nothing between calls and can be batched over vectors with :func:`batched`. ``params``
     defaults to the parameters of ``net``. Returns ``(hvp, theta, spec)``; ``hvp`` maps a flat vector to a flat vector.
+
+    Parameters
+    ----------
+    net : torch.nn.Module
+        The network; its parameters are not modified.
+    X, y : torch.Tensor
+        Inputs and targets of the mean loss.
+    params : mapping of str to torch.Tensor, optional
+        The point :math:`\theta`, by parameter name (default: ``net``'s own parameters).
+    chunk_size : int
+        Examples per chunk (bounds memory; the result does not depend on it beyond rounding).
+    method : {'double_backward', 'jvp'}
+        How the product is computed (:data:`HVP_METHODS`).
+
+    Returns
+    -------
+    hvp : callable
+        :math:`v \mapsto \nabla^2 L(\theta) v` on flat vectors.
+    theta : torch.Tensor
+        The flat point :math:`\theta`.
+    spec : FlatSpec
+        Its layout.
+
+    Raises
+    ------
+    ValueError
+        For a ``method`` not in :data:`HVP_METHODS`.
     """
     if method not in HVP_METHODS:
         raise ValueError(f"method must be one of {', '.join(HVP_METHODS)}, got {method!r}")
@@ -156,13 +249,39 @@ def make_hvp(net: nn.Module, X: torch.Tensor, y: torch.Tensor, params: Mapping[s
 
 
 def batched(matvec: MatVec) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Apply a ``method="jvp"`` HVP to the rows of a ``(k, P)`` block at once with :func:`torch.vmap`."""
+    """Apply a ``method="jvp"`` HVP to the rows of a ``(k, P)`` block at once with :func:`torch.vmap`.
+
+    Parameters
+    ----------
+    matvec : callable
+        A ``method="jvp"`` HVP from :func:`make_hvp`.
+
+    Returns
+    -------
+    callable
+        ``(k, P)`` block to ``(k, P)`` block, row by row.
+    """
     return vmap(matvec)
 
 
 def dense_hessian(net: nn.Module, X: torch.Tensor, y: torch.Tensor,
                   params: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
-    """The full ``(P, P)`` Hessian by :func:`torch.func.hessian` (tiny nets only: tests, checks)."""
+    """The full ``(P, P)`` Hessian by :func:`torch.func.hessian` (tiny nets only: tests, checks).
+
+    Parameters
+    ----------
+    net : torch.nn.Module
+        The network; its parameters are not modified.
+    X, y : torch.Tensor
+        Inputs and targets of the mean loss.
+    params : mapping of str to torch.Tensor, optional
+        The point :math:`\\theta`, by parameter name (default: ``net``'s own parameters).
+
+    Returns
+    -------
+    torch.Tensor
+        :math:`\\nabla^2 L(\\theta)`, shape ``(P, P)``.
+    """
     params = params_of(net) if params is None else dict(params)
     theta, spec = flatten(params)
     return torch.func.hessian(flat_loss_fn(net, spec))(theta, X, y)
@@ -241,6 +360,30 @@ def lanczos(matvec: MatVec, dim: int, *, k: int = 1, max_iter: int = 100, tol: f
     relative error above ``tol``. For ``k > 1`` a single-vector Krylov method cannot resolve the
     multiplicity of a degenerate eigenvalue; ``converged`` is then no guarantee. The Ritz values
     are lower bounds of the true top eigenvalues (Cauchy interlacing).
+
+    Parameters
+    ----------
+    matvec : callable
+        The symmetric operator, a flat ``(dim,)`` vector to a flat vector (e.g. from :func:`make_hvp`).
+    dim : int
+        Its dimension :math:`P`.
+    k : int
+        Number of eigenvalues.
+    max_iter : int
+        Largest Krylov dimension.
+    tol : float
+        Relative residual bound at which a Ritz value counts as converged.
+    min_iter : int
+        Iterations before convergence is tested.
+    seed : int
+        Seed of the random start or probes.
+    device, dtype : optional
+        Device and dtype of the vectors (default: ``"cpu"``, ``torch.float32``).
+
+    Returns
+    -------
+    EigResult
+        Eigenvalues (descending), Ritz vectors, iterations, convergence and residual bounds.
     """
     if k < 1 or max_iter < k:
         raise ValueError(f"need 1 <= k <= max_iter, got k={k}, max_iter={max_iter}")
@@ -295,7 +438,28 @@ def power_iteration(matvec: MatVec, dim: int, *, max_iter: int = 100, tol: float
                     device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> EigResult:
     r"""PyHessian's power iteration: :math:`v \leftarrow Hv/\|Hv\|`, stop when the Rayleigh quotient
     changes by less than ``tol`` relative (Yao et al., 2020). Finds the eigenvalue largest in
-    modulus; its stopping rule is a heuristic, not an error bound."""
+    modulus; its stopping rule is a heuristic, not an error bound.
+
+    Parameters
+    ----------
+    matvec : callable
+        The symmetric operator, a flat ``(dim,)`` vector to a flat vector (e.g. from :func:`make_hvp`).
+    dim : int
+        Its dimension :math:`P`.
+    max_iter : int
+        Largest number of products.
+    tol : float
+        Relative change of the Rayleigh quotient at which it stops.
+    seed : int
+        Seed of the random start or probes.
+    device, dtype : optional
+        Device and dtype of the vectors (default: ``"cpu"``, ``torch.float32``).
+
+    Returns
+    -------
+    EigResult
+        The dominant eigenvalue and vector (no residual bound: NaN).
+    """
     v = _start_vector(dim, seed, device, dtype)
     eig, n = None, 0
     converged = False
@@ -318,6 +482,30 @@ def hutchinson_trace(matvec: MatVec, dim: int, *, num_probes: int = 32, block: i
 
     Probes go ``block`` at a time through ``batched_matvec`` (e.g. :func:`batched`) when given.
     The estimator is unbiased with variance :math:`2\sum_{i\ne j} H_{ij}^2` per probe.
+
+    Parameters
+    ----------
+    matvec : callable
+        The symmetric operator, a flat ``(dim,)`` vector to a flat vector (e.g. from :func:`make_hvp`).
+    dim : int
+        Its dimension :math:`P`.
+    num_probes : int
+        Number :math:`m` of Rademacher probes :math:`z_j`.
+    block : int
+        Probes per call of ``batched_matvec``.
+    seed : int
+        Seed of the random start or probes.
+    device, dtype : optional
+        Device and dtype of the vectors (default: ``"cpu"``, ``torch.float32``).
+    batched_matvec : callable, optional
+        A block version of ``matvec`` (:func:`batched`), used when given.
+
+    Returns
+    -------
+    estimate : float
+        The trace estimate.
+    se : float
+        Its standard error over the probes.
     """
     if num_probes < 1:
         raise ValueError(f"num_probes must be >= 1, got {num_probes}")
@@ -339,7 +527,32 @@ def hutchinson_trace(matvec: MatVec, dim: int, *, num_probes: int = 32, block: i
 def top_eigenvalue(net: nn.Module, X: torch.Tensor, y: torch.Tensor, params: Mapping[str, torch.Tensor] | None = None,
                    *, k: int = 1, tol: float = 1e-3, max_iter: int = 100, seed: int = 0,
                    chunk_size: int = 8192, method: str = "double_backward") -> EigResult:
-    r""":math:`\lambda_{\max}(\nabla^2 L)` (top ``k``) of the mean loss on ``(X, y)`` by :func:`lanczos`."""
+    r""":math:`\lambda_{\max}(\nabla^2 L)` (top ``k``) of the mean loss on ``(X, y)`` by :func:`lanczos`.
+
+    Parameters
+    ----------
+    net : torch.nn.Module
+        The network; its parameters are not modified.
+    X, y : torch.Tensor
+        Inputs and targets of the mean loss.
+    params : mapping of str to torch.Tensor, optional
+        The point :math:`\theta`, by parameter name (default: ``net``'s own parameters).
+    k : int
+        Number of top eigenvalues.
+    tol, max_iter : float, int
+        As in :func:`lanczos`.
+    seed : int
+        Seed of the random start or probes.
+    chunk_size : int
+        Examples per chunk (bounds memory; the result does not depend on it beyond rounding).
+    method : {'double_backward', 'jvp'}
+        How the product is computed (:data:`HVP_METHODS`, see :func:`make_hvp`).
+
+    Returns
+    -------
+    EigResult
+        From :func:`lanczos`.
+    """
     hvp, theta, spec = make_hvp(net, X, y, params, chunk_size=chunk_size, method=method)
     return lanczos(hvp, spec.dim, k=k, tol=tol, max_iter=max_iter, seed=seed, device=theta.device, dtype=theta.dtype)
 
@@ -350,6 +563,30 @@ def hessian_trace(net: nn.Module, X: torch.Tensor, y: torch.Tensor, params: Mapp
     r""":math:`\operatorname{tr}\nabla^2 L` by :func:`hutchinson_trace`; ``(estimate, se)``.
 
     With ``method="jvp"`` the probes are vmapped (:func:`batched`), otherwise looped.
+
+    Parameters
+    ----------
+    net : torch.nn.Module
+        The network; its parameters are not modified.
+    X, y : torch.Tensor
+        Inputs and targets of the mean loss.
+    params : mapping of str to torch.Tensor, optional
+        The point :math:`\theta`, by parameter name (default: ``net``'s own parameters).
+    num_probes : int
+        As in :func:`hutchinson_trace`.
+    seed : int
+        Seed of the random start or probes.
+    chunk_size : int
+        Examples per chunk (bounds memory; the result does not depend on it beyond rounding).
+    method : {'double_backward', 'jvp'}
+        How the product is computed (:data:`HVP_METHODS`, see :func:`make_hvp`).
+
+    Returns
+    -------
+    estimate : float
+        The trace estimate.
+    se : float
+        Its standard error.
     """
     hvp, theta, spec = make_hvp(net, X, y, params, chunk_size=chunk_size, method=method)
     return hutchinson_trace(hvp, spec.dim, num_probes=num_probes, seed=seed, device=theta.device,
@@ -386,6 +623,26 @@ def spectral_density(matvec: MatVec, dim: int, *, num_probes: int = 4, num_iter:
     :math:`\theta_j` and the weights :math:`\tau_j^2 = S_{1j}^2`, so that
     :math:`\sum_j \tau_j^2 \theta_j^k = v^\top H^k v` exactly for :math:`k < 2m` and, averaged over
     probes, estimates :math:`\operatorname{tr}(H^k)/P` without bias.
+
+    Parameters
+    ----------
+    matvec : callable
+        The symmetric operator, a flat ``(dim,)`` vector to a flat vector (e.g. from :func:`make_hvp`).
+    dim : int
+        Its dimension :math:`P`.
+    num_probes : int
+        Number of random starting vectors (the density is their average).
+    num_iter : int
+        Lanczos steps per probe (nodes of each quadrature).
+    seed : int
+        Seed of the random start or probes.
+    device, dtype : optional
+        Device and dtype of the vectors (default: ``"cpu"``, ``torch.float32``).
+
+    Returns
+    -------
+    SpectralDensity
+        Quadrature nodes and weights per probe.
     """
     if num_probes < 1 or num_iter < 1:
         raise ValueError(f"num_probes and num_iter must be >= 1, got {num_probes}, {num_iter}")

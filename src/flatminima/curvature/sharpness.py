@@ -7,18 +7,18 @@ r"""Sharpness measures of a minimum and the reparametrisations that fool them.
   construction with one block of :math:`D` per *parameter*, invariant to per-neuron rescalings too.
 * :func:`rescale_layers`: Dinh et al. (2017)'s :math:`\alpha`-scale transformation of a ReLU net
   (layer-wise); :func:`rescale_neurons`: the per-neuron rescalings of a ReLU MLP.
+* :func:`interpolate_1d`: Keskar's 1-D parametric plot :math:`f(\alpha x_\ell + (1-\alpha) x_s)`.
+* :func:`filter_normalized_direction`: Li et al. (2018)'s filter-normalised random direction.
 
 Which measure is invariant to which function-preserving group of a ReLU network:
 
-================================  ==============  ===================
-measure                           layer-wise      per-neuron
-================================  ==============  ===================
-:math:`\lambda_{\max}`, trace, Keskar :math:`\phi`   no              no
-:math:`\lambda_R` (Rangamani)      yes             no
-:math:`\lambda_N` (element-wise)   yes             yes
-================================  ==============  ===================
-* :func:`interpolate_1d`: Keskar's 1-D parametric plot :math:`f(\alpha x_\ell + (1-\alpha) x_s)`.
-* :func:`filter_normalized_direction`: Li et al. (2018)'s filter-normalised random direction.
+=======================================================  ==============  ===================
+measure                                                  layer-wise      per-neuron
+=======================================================  ==============  ===================
+:math:`\lambda_{\max}`, trace, Keskar :math:`\phi`       no              no
+:math:`\lambda_R` (Rangamani)                            yes             no
+:math:`\lambda_N` (element-wise)                         yes             yes
+=======================================================  ==============  ===================
 
 All functions take parameter dicts (``{name: tensor}``, see :func:`flatminima.curvature.hessian.params_of`)
 and never modify the network or the dicts passed in.
@@ -62,6 +62,30 @@ def epsilon_sharpness(net: nn.Module, X: torch.Tensor, y: torch.Tensor,
     has orthonormal random columns (QR of a seeded Gaussian), so :math:`A^+ = A^\top`. The inner max
     runs ``max_iter`` iterations of SciPy's L-BFGS-B (Byrd et al., 1995) from :math:`z = 0`, with the
     loss and gradient on ``(X, y)`` from :mod:`torch.func`. The result is a lower bound of the true max.
+
+    Parameters
+    ----------
+    net : torch.nn.Module
+        The network; its parameters are not modified.
+    X, y : torch.Tensor
+        Inputs and targets of the mean loss.
+    params : mapping of str to torch.Tensor, optional
+        The point, by parameter name (default: ``net``'s own parameters).
+    eps : float
+        The box size :math:`\epsilon`.
+    subspace_dim : int or None
+        Columns :math:`p` of :math:`A`; ``None`` for the full space.
+    max_iter : int
+        L-BFGS-B iterations of the inner max.
+    seed : int
+        Seed of :math:`A`.
+    chunk_size : int
+        Examples per chunk of the loss evaluations.
+
+    Returns
+    -------
+    float
+        :math:`\phi_{x,f}(\epsilon, A)` in percent.
     """
     if eps <= 0:
         raise ValueError(f"eps must be > 0, got {eps}")
@@ -100,12 +124,37 @@ def layer_scaling(params: Mapping[str, torch.Tensor]) -> dict[str, float]:
     Under any per-tensor rescaling :math:`W_k \to c_k W_k` that leaves the loss unchanged, the Hessian
     block :math:`H_{kl}\to H_{kl}/(c_k c_l)` and :math:`D_k \to c_k^2 D_k`, so
     :math:`D^{1/2} H D^{1/2}` is unchanged exactly.
+
+    Parameters
+    ----------
+    params : mapping of str to torch.Tensor
+        The point, by parameter name.
+
+    Returns
+    -------
+    dict of str to float
+        :math:`\|W_k\|_F^2` by parameter name.
     """
     return {k: float(v.detach().pow(2).sum()) for k, v in params.items()}
 
 
 def invariant_operator(hvp: MatVec, params: Mapping[str, torch.Tensor], spec: FlatSpec) -> MatVec:
-    r"""The matvec :math:`v \mapsto D^{1/2} H D^{1/2} v` from a Hessian-vector product ``hvp`` at ``params``."""
+    r"""The matvec :math:`v \mapsto D^{1/2} H D^{1/2} v` from a Hessian-vector product ``hvp`` at ``params``.
+
+    Parameters
+    ----------
+    hvp : callable
+        A Hessian-vector product at ``params`` (:func:`flatminima.curvature.hessian.make_hvp`).
+    params : mapping of str to torch.Tensor
+        The point, by parameter name.
+    spec : FlatSpec
+        The layout of the flat vectors.
+
+    Returns
+    -------
+    callable
+        The matvec on flat vectors.
+    """
     scale = layer_scaling(params)
     ref = next(iter(params.values()))
     d = torch.cat([torch.full((n,), scale[k] ** 0.5, device=ref.device, dtype=ref.dtype)
@@ -123,6 +172,26 @@ def invariant_sharpness(net: nn.Module, X: torch.Tensor, y: torch.Tensor,
 
     the top eigenvalue of their Riemannian Hessian on the quotient manifold of rescalings, computed
     by :func:`flatminima.curvature.hessian.lanczos` on :func:`invariant_operator`.
+
+    Parameters
+    ----------
+    net : torch.nn.Module
+        The network; its parameters are not modified.
+    X, y : torch.Tensor
+        Inputs and targets of the mean loss.
+    params : mapping of str to torch.Tensor, optional
+        The point, by parameter name (default: ``net``'s own parameters).
+    tol, max_iter : float, int
+        As in :func:`flatminima.curvature.hessian.lanczos`.
+    seed : int
+        Seed of Lanczos' starting vector.
+    chunk_size : int
+        Examples per chunk of the loss evaluations.
+
+    Returns
+    -------
+    EigResult
+        :math:`\lambda_R` as the top eigenvalue.
     """
     params = params_of(net) if params is None else dict(params)
     hvp, theta, spec = make_hvp(net, X, y, params, chunk_size=chunk_size)
@@ -132,7 +201,22 @@ def invariant_sharpness(net: nn.Module, X: torch.Tensor, y: torch.Tensor,
 
 def elementwise_operator(hvp: MatVec, params: Mapping[str, torch.Tensor], spec: FlatSpec) -> MatVec:
     r"""The matvec :math:`v \mapsto |\theta|\odot H(|\theta|\odot v)`, i.e. :math:`D^{1/2} H D^{1/2}` with
-    :math:`D = \operatorname{diag}(\theta_p^2)`: one block of Rangamani's :math:`D` per parameter."""
+    :math:`D = \operatorname{diag}(\theta_p^2)`: one block of Rangamani's :math:`D` per parameter.
+
+    Parameters
+    ----------
+    hvp : callable
+        A Hessian-vector product at ``params`` (:func:`flatminima.curvature.hessian.make_hvp`).
+    params : mapping of str to torch.Tensor
+        The point, by parameter name.
+    spec : FlatSpec
+        The layout of the flat vectors.
+
+    Returns
+    -------
+    callable
+        The matvec on flat vectors.
+    """
     d = torch.cat([params[k].detach().reshape(-1).abs() for k in spec.names])
     return lambda v: d * hvp(d * v)
 
@@ -150,6 +234,26 @@ def elementwise_sharpness(net: nn.Module, X: torch.Tensor, y: torch.Tensor,
     so :math:`\lambda_N` is unchanged exactly. For a ReLU network both Dinh et al.'s layer-wise
     rescalings and the per-neuron rescalings (:func:`rescale_neurons`) are of this form; Rangamani's
     :math:`\lambda_R` is invariant only to the first.
+
+    Parameters
+    ----------
+    net : torch.nn.Module
+        The network; its parameters are not modified.
+    X, y : torch.Tensor
+        Inputs and targets of the mean loss.
+    params : mapping of str to torch.Tensor, optional
+        The point, by parameter name (default: ``net``'s own parameters).
+    tol, max_iter : float, int
+        As in :func:`flatminima.curvature.hessian.lanczos`.
+    seed : int
+        Seed of Lanczos' starting vector.
+    chunk_size : int
+        Examples per chunk of the loss evaluations.
+
+    Returns
+    -------
+    EigResult
+        :math:`\lambda_N` as the top eigenvalue.
     """
     params = params_of(net) if params is None else dict(params)
     hvp, theta, spec = make_hvp(net, X, y, params, chunk_size=chunk_size)
@@ -170,6 +274,21 @@ def homogeneous_layers(net: nn.Module) -> list[str]:
     Raises ValueError if ``net`` has an activation that is not positively homogeneous
     (:math:`\sigma(cz) = c\,\sigma(z)` for :math:`c > 0` holds for ReLU, leaky ReLU and the identity,
     not for tanh, sigmoid, GELU, ...) or a normalisation layer: rescaling would change its function.
+
+    Parameters
+    ----------
+    net : torch.nn.Module
+        The network.
+
+    Returns
+    -------
+    list of str
+        Module names in forward order.
+
+    Raises
+    ------
+    ValueError
+        For a non-homogeneous activation or a normalisation layer.
     """
     kinds = (nn.Linear, nn.Conv1d, nn.Conv2d)
     bad = sorted({type(m).__name__ for m in net.modules() if isinstance(m, NOT_HOMOGENEOUS)})
@@ -189,6 +308,20 @@ def rescale_layers(params: Mapping[str, torch.Tensor], layers: Sequence[str] | n
     the same function. ``layers`` is the network (checked by :func:`homogeneous_layers`, which
     refuses tanh, sigmoid, ... nets) or its module names in forward order; ``alphas`` one factor per
     layer (missing trailing factors are 1). Returns a new dict.
+
+    Parameters
+    ----------
+    params : mapping of str to torch.Tensor
+        The point, by parameter name.
+    layers : sequence of str or torch.nn.Module
+        The network, or its rescalable module names in forward order.
+    alphas : sequence of float
+        The factors :math:`\alpha_k`, one per layer.
+
+    Returns
+    -------
+    dict of str to torch.Tensor
+        The rescaled parameters (a new dict).
     """
     if isinstance(layers, nn.Module):
         layers = homogeneous_layers(layers)
@@ -212,7 +345,22 @@ def rescale_layers(params: Mapping[str, torch.Tensor], layers: Sequence[str] | n
 
 def random_neuron_factors(net: nn.Module, *, spread: float, seed: int) -> list[torch.Tensor]:
     r"""Random per-neuron factors :math:`c_j = \text{spread}^{u_j}`, :math:`u_j \sim U(-1, 1)` (log-uniform
-    in :math:`[1/\text{spread}, \text{spread}]`), one tensor per hidden layer of ``net``, from ``seed``."""
+    in :math:`[1/\text{spread}, \text{spread}]`), one tensor per hidden layer of ``net``, from ``seed``.
+
+    Parameters
+    ----------
+    net : torch.nn.Module
+        A ReLU MLP.
+    spread : float
+        The factors lie in :math:`[1/\text{spread}, \text{spread}]`.
+    seed : int
+        Seed of the :math:`u_j`.
+
+    Returns
+    -------
+    list of torch.Tensor
+        One tensor of factors per hidden layer.
+    """
     if not spread >= 1:
         raise ValueError(f"spread must be >= 1, got {spread}")
     gen = torch.Generator(device="cpu").manual_seed(seed)
@@ -234,6 +382,25 @@ def rescale_neurons(net: nn.Module, params: Mapping[str, torch.Tensor], factors:
     tensor per hidden layer (:func:`random_neuron_factors`). Linear layers only (for a CNN a
     "neuron" is a channel and flattening ties it to many columns): other layers raise ValueError.
     Returns a new dict.
+
+    Parameters
+    ----------
+    net : torch.nn.Module
+        A ReLU MLP (linear layers only).
+    params : mapping of str to torch.Tensor
+        The point, by parameter name.
+    factors : sequence of torch.Tensor
+        One positive tensor per hidden layer.
+
+    Returns
+    -------
+    dict of str to torch.Tensor
+        The rescaled parameters (a new dict).
+
+    Raises
+    ------
+    ValueError
+        For a network with non-linear layers.
     """
     layers = homogeneous_layers(net)
     mods = dict(net.named_modules())
@@ -265,6 +432,24 @@ def interpolate_1d(net: nn.Module, params_a: Mapping[str, torch.Tensor], params_
     r"""Keskar et al. (2017), Fig. 3: loss and accuracy along :math:`\theta(\alpha) = \alpha\,\theta_b + (1-\alpha)\,\theta_a`.
 
     ``data`` maps a split name to ``(X, y)``; returns ``{"alpha", "<split>_loss", "<split>_acc"}``.
+
+    Parameters
+    ----------
+    net : torch.nn.Module
+        The network; its parameters are not modified.
+    params_a, params_b : mapping of str to torch.Tensor
+        The end points :math:`\theta_a` (:math:`\alpha = 0`) and :math:`\theta_b` (:math:`\alpha = 1`).
+    alphas : sequence of float
+        The values of :math:`\alpha`.
+    data : mapping of str to tuple of torch.Tensor
+        Split name to ``(X, y)``.
+    chunk_size : int
+        Examples per chunk of the loss evaluations.
+
+    Returns
+    -------
+    dict of str to list of float
+        ``alpha`` and the loss and accuracy of each split, one value per :math:`\alpha`.
     """
     out: dict[str, list[float]] = {"alpha": [float(a) for a in alphas]}
     for split in data:
@@ -286,7 +471,22 @@ def filter_normalized_direction(params: Mapping[str, torch.Tensor], *, seed: int
                                 ignore_1d: bool = True) -> Params:
     r"""Li et al. (2018)'s filter-normalised random direction: for each filter / neuron row
     :math:`d_{i} \leftarrow d_{i}\,\|\theta_{i}\|/\|d_{i}\|`; 1-D tensors (biases) are zeroed when
-    ``ignore_1d`` (their ``ignore='biasbn'``). Gaussian entries from ``seed``."""
+    ``ignore_1d`` (their ``ignore='biasbn'``). Gaussian entries from ``seed``.
+
+    Parameters
+    ----------
+    params : mapping of str to torch.Tensor
+        The point, by parameter name.
+    seed : int
+        Seed of the Gaussian entries.
+    ignore_1d : bool
+        Zero the 1-D tensors (biases).
+
+    Returns
+    -------
+    dict of str to torch.Tensor
+        The direction, shaped like ``params``.
+    """
     gen = torch.Generator(device="cpu").manual_seed(seed)
     out = {}
     for k, p in params.items():

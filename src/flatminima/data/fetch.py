@@ -120,7 +120,20 @@ class FetchResult:
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file, read in chunks."""
+    """Hex SHA-256 of a file, read in chunks.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file.
+    chunk : int
+        Bytes read at a time.
+
+    Returns
+    -------
+    str
+        64 hex digits.
+    """
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(chunk):
@@ -142,6 +155,18 @@ def write_idx(path: str | os.PathLike, array: np.ndarray) -> None:
 
     Header: two zero bytes, type code ``0x08`` (unsigned byte), the number of dimensions, then
     each dimension as a big-endian 32-bit integer; then the data in C order.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file to write.
+    array : numpy.ndarray
+        ``uint8``, 1 to 3 dimensions.
+
+    Raises
+    ------
+    ValueError
+        For another dtype or number of dimensions.
     """
     a = np.asarray(array)
     if a.dtype != np.uint8:
@@ -155,7 +180,18 @@ def write_idx(path: str | os.PathLike, array: np.ndarray) -> None:
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
-    """Read an unsigned-byte IDX file (optionally gzipped) into a ``uint8`` array."""
+    """Read an unsigned-byte IDX file (optionally gzipped) into a ``uint8`` array.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        An IDX file, ``.gz`` or not.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``uint8``, shaped as the header says.
+    """
     opener = gzip.open if str(path).endswith(".gz") else open
     with opener(path, "rb") as f:
         data = f.read()
@@ -204,6 +240,20 @@ def mnist_pickle_to_idx(pkl_gz: str | os.PathLike, raw_dir: str | os.PathLike, *
     Pixels ``X`` are float ``k/256``; they become ``uint8`` ``k`` exactly (an error otherwise).
     The training IDX files hold train followed by valid (MNIST's 60k training set in its
     original order), the ``t10k`` files the test set. Returns ``{file name: SHA-256}``.
+
+    Parameters
+    ----------
+    pkl_gz : str or os.PathLike
+        The pickle.
+    raw_dir : str or os.PathLike
+        Folder that receives the four IDX files.
+    image_shape : tuple of int
+        Height and width of an image.
+
+    Returns
+    -------
+    dict of str to str
+        File name to SHA-256.
     """
     with gzip.open(pkl_gz, "rb") as f:
         splits = _ArrayUnpickler(f, encoding="latin1").load()
@@ -315,7 +365,20 @@ def _check_with_torchvision(name: str, root: Path) -> None:
 
 
 def dataset_dir(name: str, root: str | os.PathLike | None = None) -> Path:
-    """Where torchvision keeps ``name`` under ``root`` (``<root>/MNIST``, ``<root>/cifar-10-batches-py``)."""
+    """Where torchvision keeps ``name`` under ``root`` (``<root>/MNIST``, ``<root>/cifar-10-batches-py``).
+
+    Parameters
+    ----------
+    name : str
+        A fetchable dataset (:data:`FETCHABLE`).
+    root : str or os.PathLike or None
+        The data root (default: :func:`flatminima.data.registry.default_root`).
+
+    Returns
+    -------
+    Path
+        The folder.
+    """
     base = Path(root) if root else default_root()
     return base / ("cifar-10-batches-py" if name == "cifar10" else TORCHVISION_DATASETS[name])
 
@@ -329,7 +392,20 @@ def _data_files(name: str, root: Path) -> list[Path]:
 
 
 def is_present(name: str, root: str | os.PathLike | None = None) -> bool:
-    """All files torchvision needs for ``name`` exist under ``root``."""
+    """All files torchvision needs for ``name`` exist under ``root``.
+
+    Parameters
+    ----------
+    name : str
+        A fetchable dataset (:data:`FETCHABLE`).
+    root : str or os.PathLike or None
+        The data root (default: :func:`flatminima.data.registry.default_root`).
+
+    Returns
+    -------
+    bool
+        Whether every file is there.
+    """
     return all(p.is_file() for p in _data_files(name, Path(root) if root else default_root()))
 
 
@@ -348,6 +424,29 @@ def fetch(name: str, root: str | os.PathLike | None = None, *, sources: Sequence
     into a staging folder under ``root`` that is moved into place only when complete and
     checked, so a failed source leaves nothing behind. Raises :class:`FetchError` listing what
     each source said.
+
+    Parameters
+    ----------
+    name : str
+        A fetchable dataset (:data:`FETCHABLE`).
+    root : str or os.PathLike or None
+        The data root (default: :func:`flatminima.data.registry.default_root`).
+    sources : sequence of str or None
+        Sources to try in order (default: :data:`SOURCES` ``[name]``).
+    timeout : float
+        Seconds of each network wait.
+    force : bool
+        Fetch again even when the files are present.
+
+    Returns
+    -------
+    FetchResult
+        The source used, the folder and the files' hashes.
+
+    Raises
+    ------
+    FetchError
+        When no source works.
     """
     _check_name(name)
     root = Path(root) if root else default_root()
@@ -413,6 +512,18 @@ def list_data(root: str | os.PathLike | None = None, *, hashes: bool = True) -> 
     ``hash_ok`` compares the files with the original ones (:data:`IDX_SHA256`) for MNIST and
     Fashion-MNIST, and with the SHA-256 recorded when they were fetched for CIFAR-10 (``None``
     when there is nothing to compare with, e.g. files copied in by hand).
+
+    Parameters
+    ----------
+    root : str or os.PathLike or None
+        The data root (default: :func:`flatminima.data.registry.default_root`).
+    hashes : bool
+        Hash every file (slow for CIFAR-10).
+
+    Returns
+    -------
+    list of dict
+        One row per dataset of :data:`FETCHABLE`.
     """
     root = Path(root) if root else default_root()
     rows = []

@@ -150,6 +150,28 @@ def load_dataset(name: str, *, seed: int = 0, n_train: int | None = None, n_test
     mean and unit variance using training statistics. Extra keyword arguments go to the
     generator (``gaussian-mixture``: ``N, alpha, Delta, rho, n_test``; ``mnist1d``:
     ``num_samples, train_split``; ``digits``: ``test_fraction``).
+
+    Parameters
+    ----------
+    name : str
+        A dataset of :data:`flatminima.data.registry.DATASETS`.
+    seed : int
+        Seed of the subsets and of generated data.
+    n_train, n_test : int or None
+        Sizes of the random subsets (``None``: all).
+    root : str or os.PathLike or None
+        Data root for the torchvision datasets.
+    download : bool
+        Fetch a missing torchvision dataset (:func:`flatminima.data.fetch.fetch`).
+    standardize : bool
+        Rescale features with the training statistics.
+    **kwargs
+        Options of the generator, as above.
+
+    Returns
+    -------
+    Dataset
+        Train and test tensors.
     """
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; allowed: {', '.join(DATASETS)}")

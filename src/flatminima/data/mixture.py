@@ -35,6 +35,28 @@ def sample_mixture(n: int, N: int, *, Delta: float, rho: float = 0.5,
 
     ``v`` is drawn from N(0, I_N) when not given (pass the training set's ``v`` to draw a test
     set from the same mixture). ``rho`` is P(y = +1); ``Delta`` the noise variance.
+
+    Parameters
+    ----------
+    n : int
+        Number of points.
+    N : int
+        Dimension.
+    Delta : float
+        Noise variance :math:`\Delta`.
+    rho : float
+        :math:`P(y = +1)`.
+    v : torch.Tensor or None
+        The cluster direction (drawn when ``None``).
+    generator : torch.Generator or None
+        Source of randomness.
+    dtype : torch.dtype
+        Dtype of the data.
+
+    Returns
+    -------
+    MixtureSample
+        ``X``, ``y`` and ``v``.
     """
     if n < 1 or N < 1:
         raise ValueError(f"n and N must be positive, got n={n}, N={N}")
@@ -62,6 +84,18 @@ def bayes_optimal_overlap(alpha: float, Delta: float) -> float:
     With labels observed, the posterior of the cluster direction is
     :math:`v \mid \mathcal D \sim \mathcal N(q u, \Delta/(\alpha+\Delta)\, I)` with
     :math:`u = (\sqrt N / P) \sum_\mu y^\mu x^\mu` (research notes, claim 3, section 3.3).
+
+    Parameters
+    ----------
+    alpha : float
+        Points per dimension :math:`\alpha = P/N`.
+    Delta : float
+        Noise variance.
+
+    Returns
+    -------
+    float
+        :math:`q`.
     """
     if alpha <= 0 or Delta <= 0:
         raise ValueError(f"alpha and Delta must be > 0, got alpha={alpha}, Delta={Delta}")
@@ -69,7 +103,20 @@ def bayes_optimal_overlap(alpha: float, Delta: float) -> float:
 
 
 def bayes_optimal_bias(Delta: float, rho: float) -> float:
-    r"""Bayes-optimal threshold :math:`b^* = \tfrac{\Delta}{2} \ln\frac{\rho}{1-\rho}` (0 when balanced)."""
+    r"""Bayes-optimal threshold :math:`b^* = \tfrac{\Delta}{2} \ln\frac{\rho}{1-\rho}` (0 when balanced).
+
+    Parameters
+    ----------
+    Delta : float
+        Noise variance.
+    rho : float
+        :math:`P(y = +1)`.
+
+    Returns
+    -------
+    float
+        :math:`b^*`.
+    """
     if not 0 < rho < 1:
         raise ValueError(f"rho must be in (0, 1), got {rho}")
     return 0.5 * Delta * float(np.log(rho / (1 - rho)))
@@ -88,6 +135,20 @@ def bayes_optimal_error(alpha: float, Delta: float, rho: float = 0.5) -> float:
         \qquad b^* = \frac{\Delta}{2}\ln\frac{\rho}{1-\rho},
 
     which for :math:`\rho = 1/2` is :math:`H\big(\sqrt{\alpha/(\Delta(\alpha+\Delta))}\big)`.
+
+    Parameters
+    ----------
+    alpha : float
+        Points per dimension.
+    Delta : float
+        Noise variance.
+    rho : float
+        :math:`P(y = +1)`.
+
+    Returns
+    -------
+    float
+        :math:`\varepsilon_{BO}`.
     """
     q = bayes_optimal_overlap(alpha, Delta)
     b = bayes_optimal_bias(Delta, rho)
@@ -108,12 +169,40 @@ class LinearClassifier:
 
 
 def preactivation(params: dict[str, torch.Tensor], X: torch.Tensor) -> torch.Tensor:
-    r""":math:`h = X w/\sqrt N + b` for a parameter dict ``{"w": (N,), "b": ()}``."""
+    r""":math:`h = X w/\sqrt N + b` for a parameter dict ``{"w": (N,), "b": ()}``.
+
+    Parameters
+    ----------
+    params : dict of str to torch.Tensor
+        ``{"w": (N,), "b": ()}``.
+    X : torch.Tensor
+        Inputs, shape ``(P, N)``.
+
+    Returns
+    -------
+    torch.Tensor
+        :math:`h`, shape ``(P,)``.
+    """
     return X @ params["w"] / X.shape[-1] ** 0.5 + params["b"]
 
 
 def zero_one_error(params: dict[str, torch.Tensor], X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    r"""Error-counting loss :math:`E = \frac1P \sum_\mu \Theta(-y^\mu h^\mu)` (ties count as errors); labels in {-1, +1}."""
+    r"""Error-counting loss :math:`E = \frac1P \sum_\mu \Theta(-y^\mu h^\mu)` (ties count as errors); labels in {-1, +1}.
+
+    Parameters
+    ----------
+    params : dict of str to torch.Tensor
+        ``{"w": (N,), "b": ()}``.
+    X : torch.Tensor
+        Inputs, shape ``(P, N)``.
+    y : torch.Tensor
+        Labels in :math:`\{-1, +1\}`.
+
+    Returns
+    -------
+    torch.Tensor
+        :math:`E`, a scalar.
+    """
     return (y * preactivation(params, X) <= 0).to(X.dtype).mean()
 
 
@@ -122,6 +211,22 @@ def bayes_optimal_estimator(X: torch.Tensor, y: torch.Tensor, *, Delta: float, r
 
     :math:`w = q\, u`, :math:`u = \frac{\sqrt N}{P}\sum_\mu y^\mu x^\mu`, :math:`q = \alpha/(\alpha+\Delta)`,
     :math:`b = b^*` (see :func:`bayes_optimal_error`). ``X`` is (P, N), ``y`` in {-1, +1}.
+
+    Parameters
+    ----------
+    X : torch.Tensor
+        Inputs, shape ``(P, N)``.
+    y : torch.Tensor
+        Labels in :math:`\{-1, +1\}`.
+    Delta : float
+        Noise variance.
+    rho : float
+        :math:`P(y = +1)`.
+
+    Returns
+    -------
+    LinearClassifier
+        :math:`w = q u`, :math:`b = b^*`.
     """
     P, N = X.shape
     q = bayes_optimal_overlap(P / N, Delta)
@@ -137,6 +242,32 @@ def plugin_test_error(X: torch.Tensor, y: torch.Tensor, *, Delta: float, rho: fl
 
     Draws ``n_test`` fresh points from the same mixture (same ``v``) in chunks; returns the error
     and its binomial standard error :math:`\\sqrt{\\varepsilon(1-\\varepsilon)/n}`.
+
+    Parameters
+    ----------
+    X : torch.Tensor
+        Inputs, shape ``(P, N)``.
+    y : torch.Tensor
+        Labels in :math:`\\{-1, +1\\}`.
+    Delta : float
+        Noise variance.
+    rho : float
+        :math:`P(y = +1)`.
+    n_test : int
+        Fresh test points.
+    v : torch.Tensor
+        The mixture's direction.
+    generator : torch.Generator or None
+        Source of randomness.
+    chunk : int
+        Test points per chunk.
+
+    Returns
+    -------
+    error : float
+        The test error.
+    se : float
+        Its binomial standard error.
     """
     clf = bayes_optimal_estimator(X, y, Delta=Delta, rho=rho)
     errors = 0.0
@@ -158,6 +289,20 @@ def ridge_classifier(X: torch.Tensor, y: torch.Tensor, lam: float) -> LinearClas
     direction tends to the Hebbian one :math:`\sum_\mu y^\mu x^\mu` (Bayes-optimal when balanced);
     for :math:`\lambda \to 0` it interpolates the labels when :math:`P < N`. No bias: a bias fitted
     without penalty would stay at the label mean while :math:`w \to 0`, a majority vote at large :math:`\lambda`.
+
+    Parameters
+    ----------
+    X : torch.Tensor
+        Inputs, shape ``(P, N)``.
+    y : torch.Tensor
+        Labels in :math:`\{-1, +1\}`.
+    lam : float
+        :math:`\lambda > 0`.
+
+    Returns
+    -------
+    LinearClassifier
+        With :math:`b = 0`.
     """
     if lam <= 0:
         raise ValueError(f"lam must be > 0, got {lam}")
@@ -182,14 +327,44 @@ def _sklearn_linear(model, X: torch.Tensor, y: torch.Tensor) -> LinearClassifier
 
 
 def logistic_classifier(X: torch.Tensor, y: torch.Tensor, lam: float = 1e-4) -> LinearClassifier:
-    r"""L2-regularised logistic regression (scikit-learn, ``C = 1/\lambda``); tiny :math:`\lambda` approaches max-margin on separable data."""
+    r"""L2-regularised logistic regression (scikit-learn, ``C = 1/\lambda``); tiny :math:`\lambda` approaches max-margin on separable data.
+
+    Parameters
+    ----------
+    X : torch.Tensor
+        Inputs, shape ``(P, N)``.
+    y : torch.Tensor
+        Labels in :math:`\{-1, +1\}`.
+    lam : float
+        :math:`\lambda > 0`.
+
+    Returns
+    -------
+    LinearClassifier
+        Weights and bias.
+    """
     from sklearn.linear_model import LogisticRegression
 
     return _sklearn_linear(LogisticRegression(C=1.0 / lam, solver="newton-cg", max_iter=1000, tol=1e-4), X, y)
 
 
 def max_margin_classifier(X: torch.Tensor, y: torch.Tensor, C: float = 1e4) -> LinearClassifier:
-    """Hard-margin SVM approximated by scikit-learn's linear ``SVC`` with a large ``C`` (soft margin if not separable)."""
+    """Hard-margin SVM approximated by scikit-learn's linear ``SVC`` with a large ``C`` (soft margin if not separable).
+
+    Parameters
+    ----------
+    X : torch.Tensor
+        Inputs, shape ``(P, N)``.
+    y : torch.Tensor
+        Labels in :math:`\\{-1, +1\\}`.
+    C : float
+        The SVM's ``C``.
+
+    Returns
+    -------
+    LinearClassifier
+        Weights and bias.
+    """
     from sklearn.svm import SVC
 
     return _sklearn_linear(SVC(kernel="linear", C=C, tol=1e-4), X, y)
@@ -204,6 +379,28 @@ def perceptron_classifiers(X: torch.Tensor, y: torch.Tensor, *, num_inits: int, 
     (and the same for :math:`b`) until it has no training error or ``max_epochs`` full-batch steps
     have passed (then the last iterate is returned: check its training error). Use a ``seed`` unrelated
     to the one that drew the data: the same generator state would draw :math:`w_0 = v`.
+
+    Parameters
+    ----------
+    X : torch.Tensor
+        Inputs, shape ``(P, N)``.
+    y : torch.Tensor
+        Labels in :math:`\{-1, +1\}`.
+    num_inits : int
+        Number :math:`K` of initialisations.
+    seed : int
+        Seed of :math:`w_0`.
+    init_scale : float
+        :math:`s`.
+    lr : float
+        :math:`\eta`.
+    max_epochs : int
+        Largest number of full-batch steps.
+
+    Returns
+    -------
+    list of LinearClassifier
+        One per initialisation.
     """
     P, N = X.shape
     g = torch.Generator().manual_seed(seed)

@@ -5,9 +5,11 @@ import os
 from pathlib import Path
 
 DATASETS: tuple[str, ...] = ("gaussian-mixture", "mnist1d", "digits", "mnist", "fashion-mnist", "cifar10")
+"""Every dataset a claim can name (``load_dataset``'s ``name``)."""
 
 
 OFFLINE_DATASETS: tuple[str, ...] = ("gaussian-mixture", "mnist1d", "digits")
+"""Datasets generated or shipped with a package: they need no download."""
 
 
 TORCHVISION_DATASETS: dict[str, str] = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "cifar10": "CIFAR10"}
@@ -21,5 +23,11 @@ class DatasetNotAvailable(FileNotFoundError):
 
 
 def default_root() -> Path:
-    """``$FLATMINIMA_DATA`` if set, else ``~/.cache/flatminima/data``."""
+    """``$FLATMINIMA_DATA`` if set, else ``~/.cache/flatminima/data``.
+
+    Returns
+    -------
+    Path
+        The folder that holds the downloaded datasets.
+    """
     return Path(os.environ.get("FLATMINIMA_DATA", Path.home() / ".cache" / "flatminima" / "data"))

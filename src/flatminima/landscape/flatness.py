@@ -75,6 +75,26 @@ def local_energy(error_fn: ErrorFn, params: Params, sigmas: Sequence[float], *, 
     can batch it (no ``.item()``); ``chunk_size`` bounds the memory of one vectorised call.
     Returns a :class:`FlatnessCurve` whose ``values[i, j]`` is
     :math:`E(w + \sigma_i z_j \odot w) - E(w)`; the same :math:`z_j` are used for every :math:`\sigma_i`.
+
+    Parameters
+    ----------
+    error_fn : callable
+        ``params -> scalar tensor``, vmappable (e.g. :func:`classification_error_fn`).
+    params : dict of str to torch.Tensor
+        The point :math:`w`, by parameter name.
+    sigmas : sequence of float
+        The relative noise sizes :math:`\sigma_i`.
+    num_draws : int
+        Noise draws :math:`z_j` per :math:`\sigma`.
+    seed : int
+        Seed of the draws.
+    chunk_size : int or None
+        Draws per vectorised call (``None``: all at once).
+
+    Returns
+    -------
+    FlatnessCurve
+        ``values`` of shape ``(len(sigmas), num_draws)`` and their mean per :math:`\sigma`.
     """
     params = {k: p.detach() for k, p in params.items()}
     ref = float(error_fn(params))
@@ -89,7 +109,26 @@ def local_energy(error_fn: ErrorFn, params: Params, sigmas: Sequence[float], *, 
 @torch.no_grad()
 def local_energy_loop(error_fn: ErrorFn, params: Params, sigmas: Sequence[float], *, num_draws: int = 200,
                       seed: int = 0) -> FlatnessCurve:
-    """Reference implementation of :func:`local_energy` with a Python loop over draws (same noise)."""
+    """Reference implementation of :func:`local_energy` with a Python loop over draws (same noise).
+
+    Parameters
+    ----------
+    error_fn : callable
+        ``params -> scalar tensor``, vmappable (e.g. :func:`classification_error_fn`).
+    params : dict of str to torch.Tensor
+        The point :math:`w`, by parameter name.
+    sigmas : sequence of float
+        The relative noise sizes.
+    num_draws : int
+        Noise draws per :math:`\\sigma`.
+    seed : int
+        Seed of the draws.
+
+    Returns
+    -------
+    FlatnessCurve
+        Equal to :func:`local_energy`'s up to rounding.
+    """
     params = {k: p.detach() for k, p in params.items()}
     ref = float(error_fn(params))
     z = _noise(params, num_draws, torch.Generator().manual_seed(seed))
@@ -109,6 +148,28 @@ def local_entropy_proxy(error_fn: ErrorFn, params: Params, distances: Sequence[f
     Each parameter tensor :math:`w_k` moves by :math:`d \lVert w_k \rVert` along a uniformly random
     direction. ``values[i, j]`` is 1.0 when draw ``j`` at distance ``i`` keeps the error, else 0.0;
     ``mean`` is the proxy :math:`\Phi(w, d)`.
+
+    Parameters
+    ----------
+    error_fn : callable
+        ``params -> scalar tensor``, vmappable (e.g. :func:`classification_error_fn`).
+    params : dict of str to torch.Tensor
+        The point :math:`w`, by parameter name.
+    distances : sequence of float
+        The relative distances :math:`d`.
+    num_draws : int
+        Random directions per distance.
+    tol : float
+        Allowed increase of the error.
+    seed : int
+        Seed of the directions.
+    chunk_size : int or None
+        Draws per vectorised call.
+
+    Returns
+    -------
+    FlatnessCurve
+        0/1 ``values`` of shape ``(len(distances), num_draws)``; ``mean`` is :math:`\Phi(w, d)`.
     """
     params = {k: p.detach() for k, p in params.items()}
     ref = float(error_fn(params))
@@ -127,6 +188,18 @@ def classification_error_fn(net: torch.nn.Module, X: torch.Tensor, y: torch.Tens
     """``params -> training error`` of ``net`` (logits, class-index labels) through ``functional_call``.
 
     The returned function does not touch ``net``'s own parameters, so it can be vmapped.
+
+    Parameters
+    ----------
+    net : torch.nn.Module
+        A classifier returning logits.
+    X, y : torch.Tensor
+        Training inputs and class-index labels.
+
+    Returns
+    -------
+    callable
+        ``params -> scalar tensor``, the fraction of misclassified examples.
     """
     from torch.func import functional_call
 
@@ -143,6 +216,20 @@ def augmented(params: Params, X: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
 
     With :math:`a = (w/\sqrt N, b)` and :math:`\tilde x = (x, 1)`, the pre-activation is
     :math:`h = a\cdot\tilde x = w\cdot x/\sqrt N + b`. Returns ``(a, X_tilde)``.
+
+    Parameters
+    ----------
+    params : dict of str to torch.Tensor
+        ``{"w": (N,), "b": ()}``.
+    X : torch.Tensor
+        Inputs, shape ``(P, N)``.
+
+    Returns
+    -------
+    a : torch.Tensor
+        The augmented weights, shape ``(N+1,)``.
+    X_tilde : torch.Tensor
+        The inputs with a column of ones, shape ``(P, N+1)``.
     """
     N = X.shape[1]
     a = torch.cat([params["w"].reshape(-1) / N ** 0.5, params["b"].reshape(1).to(X.dtype)])
@@ -187,6 +274,26 @@ def cone_local_entropy(a: torch.Tensor, X: torch.Tensor, y: torch.Tensor, thetas
     Only the direction matters (the error is scale invariant), so the comparison is at the matched
     training error of each reference. The same ``u`` are used at every angle and, for a given
     ``seed``, for every reference of the same dimension (paired differences).
+
+    Parameters
+    ----------
+    a : torch.Tensor
+        The reference classifier, an :math:`N`-vector.
+    X, y : torch.Tensor
+        Training inputs and :math:`\pm 1` labels.
+    thetas : sequence of float
+        The angles :math:`\theta` (radians).
+    num_draws : int
+        Directions :math:`u` per angle.
+    seed : int
+        Seed of the directions.
+    tol : float
+        Allowed increase of the training error.
+
+    Returns
+    -------
+    LocalEntropy
+        Per angle, the number of draws that kept the error (``counts``), with ``fraction`` and ``log_volume``.
     """
     a = a.detach().reshape(-1)
     n = a.numel()
@@ -211,6 +318,20 @@ def single_constraint_volume(cos_phi: float, theta: float, n: int) -> float:
     :math:`x\cdot a' > 0 \iff t = u\cdot e > -\cot\theta\cot\varphi`, and for :math:`u` uniform on the
     unit sphere of the :math:`(n-1)`-dimensional complement, :math:`(1+t)/2 \sim \mathrm{Beta}(\frac{n-2}2, \frac{n-2}2)`.
     The closed form :func:`cone_local_entropy` is tested against.
+
+    Parameters
+    ----------
+    cos_phi : float
+        :math:`\cos\varphi`, overlap of the constraint with :math:`\hat a`.
+    theta : float
+        The cone's angle :math:`\theta`.
+    n : int
+        The dimension.
+
+    Returns
+    -------
+    float
+        The probability.
     """
     from scipy import stats as sps
 
@@ -235,6 +356,18 @@ def stabilities(params: Params, X: torch.Tensor, y: torch.Tensor) -> np.ndarray:
     :math:`h^\mu + \sigma\,\xi`, :math:`\xi\sim\mathcal N(0, s_\mu^2)`,
     :math:`s_\mu^2 = \sum_i (x^\mu_i w_i)^2/N + b^2`, so every quantity of :func:`local_energy`
     for a linear classifier is a function of the :math:`\kappa_\mu` alone (:func:`perturbed_error`).
+
+    Parameters
+    ----------
+    params : dict of str to torch.Tensor
+        A linear classifier ``{"w", "b"}``.
+    X, y : torch.Tensor
+        Inputs and :math:`\pm 1` labels.
+
+    Returns
+    -------
+    numpy.ndarray
+        :math:`\kappa_\mu`, one per example.
     """
     N = X.shape[1]
     w, b = params["w"].detach(), params["b"].detach()
@@ -248,6 +381,18 @@ def perturbed_error(kappa: np.ndarray, sigma: float | np.ndarray) -> np.ndarray:
 
     :math:`H(x) = \tfrac12\operatorname{erfc}(x/\sqrt2)`; at :math:`\sigma = 0` it is the training error
     (:math:`\kappa \le 0` counts as an error). ``sigma`` may be an array; returns one value per sigma.
+
+    Parameters
+    ----------
+    kappa : numpy.ndarray
+        Stabilities from :func:`stabilities`.
+    sigma : float or numpy.ndarray
+        Noise sizes :math:`\sigma \ge 0`.
+
+    Returns
+    -------
+    numpy.ndarray
+        The expected perturbed error, one value per ``sigma``.
     """
     from scipy import special
 
@@ -269,6 +414,20 @@ def crossover_sigma(kappa_a: np.ndarray, kappa_b: np.ndarray, *, convention: str
     (ICLR 2021), :math:`F = \delta E(\sigma) = E(\sigma) - E(0)`; ``"absolute"`` is the perturbed error
     :math:`F = E(\sigma)` itself. Returns the first root of :math:`G` where it turns from :math:`\le 0`
     (``a`` flatter) to :math:`> 0`, located by bisection (Brent) between grid points of a log grid.
+
+    Parameters
+    ----------
+    kappa_a, kappa_b : numpy.ndarray
+        Stabilities of the two solutions.
+    convention : {'relative', 'absolute'}
+        :math:`F = \delta E(\sigma)` or :math:`F = E(\sigma)`.
+    grid : sequence of float or None
+        The :math:`\sigma` grid searched (default: a log grid).
+
+    Returns
+    -------
+    float
+        The crossover :math:`\sigma`, or NaN.
     """
     from scipy.optimize import brentq
 

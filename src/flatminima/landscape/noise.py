@@ -37,6 +37,28 @@ def minibatch_gradients(net: nn.Module, X: torch.Tensor, y: torch.Tensor, names:
     The minibatches are those SGD draws: ``num_epochs`` seeded permutations of the data cut into
     ``len(X) // batch_size`` batches; shape ``(num_epochs * (len(X) // batch_size), d)``, computed
     with ``vmap(grad(...))`` over the batches. ``net`` is not modified.
+
+    Parameters
+    ----------
+    net : torch.nn.Module
+        The network; it is not modified.
+    X, y : torch.Tensor
+        The training set.
+    names : sequence of str
+        The parameters (by name) whose gradient coordinates are used.
+    batch_size : int
+        SGD's minibatch size :math:`B`.
+    num_epochs : int
+        Epochs of minibatches drawn.
+    seed : int
+        Seed of the permutations.
+    loss_fn : callable
+        ``loss_fn(outputs, y)``, a mean loss.
+
+    Returns
+    -------
+    torch.Tensor
+        Shape ``(num_epochs * (len(X) // batch_size), d)``.
     """
     n = len(X)
     nb = n // batch_size
@@ -65,6 +87,28 @@ def minibatch_gradient_variance(net: nn.Module, X: torch.Tensor, y: torch.Tensor
 
     :math:`\operatorname{Var}_\mu[g^\mu_j]` (``ddof=1``) for each flattened coordinate :math:`j`
     over the minibatches of :func:`minibatch_gradients`.
+
+    Parameters
+    ----------
+    net : torch.nn.Module
+        The network; it is not modified.
+    X, y : torch.Tensor
+        The training set.
+    names : sequence of str
+        The parameters (by name) whose gradient coordinates are used.
+    batch_size : int
+        SGD's minibatch size :math:`B`.
+    num_epochs : int
+        Epochs of minibatches drawn.
+    seed : int
+        Seed of the permutations.
+    loss_fn : callable
+        ``loss_fn(outputs, y)``, a mean loss.
+
+    Returns
+    -------
+    torch.Tensor
+        Shape ``(d,)``.
     """
     return minibatch_gradients(net, X, y, names, batch_size=batch_size, num_epochs=num_epochs, seed=seed,
                                loss_fn=loss_fn).var(dim=0, unbiased=True)
@@ -77,6 +121,20 @@ def directional_temperatures(gradients: torch.Tensor, directions: torch.Tensor, 
     vectors :math:`p_i` (rows, e.g. the principal directions of the window); the variance is over
     minibatches (``ddof=1``). This is the noise strength along :math:`p_i` (PNAS 2021, the
     :math:`T_i` of their Langevin description, here at the window's end point).
+
+    Parameters
+    ----------
+    gradients : torch.Tensor
+        Minibatch gradients, shape ``(m, d)``.
+    directions : torch.Tensor
+        Unit vectors :math:`p_i`, shape ``(k, d)``.
+    lr : float
+        The learning rate :math:`\alpha`.
+
+    Returns
+    -------
+    torch.Tensor
+        :math:`T_i`, shape ``(k,)``.
     """
     G = torch.as_tensor(gradients, dtype=torch.float64)
     P = torch.as_tensor(directions, dtype=torch.float64).to(G.device)
@@ -94,6 +152,26 @@ def subspace_potential(net: nn.Module, X: torch.Tensor, y: torch.Tensor, names: 
     :math:`w_s`. It gives the potential a minimum along every direction (cross-entropy alone
     keeps falling along the growth of the weights), so isotropic-noise Langevin dynamics on
     :math:`z` has the stationary density :math:`\propto e^{-U/T}` to reach.
+
+    Parameters
+    ----------
+    net : torch.nn.Module
+        The network; it is not modified.
+    X, y : torch.Tensor
+        The training set.
+    names : sequence of str
+        The parameters (by name) whose gradient coordinates are used.
+    basis : torch.Tensor
+        :math:`B`, orthonormal rows, shape ``(k, d)``.
+    restraint : float
+        :math:`\lambda > 0`.
+    loss_fn : callable
+        ``loss_fn(outputs, y)``, a mean loss.
+
+    Returns
+    -------
+    callable
+        ``{"z": z} -> U(z)``, a scalar tensor.
     """
 
     if not restraint > 0:
@@ -124,6 +202,30 @@ def sgd_temperature(net: nn.Module, X: torch.Tensor, y: torch.Tensor, names: Seq
     :math:`\sqrt{2\alpha T}\,\xi` with this :math:`T` has the same total power per step,
     :math:`2\alpha T d = \alpha^2 \operatorname{tr}\Sigma_B`, as the SGD noise on those coordinates.
     It scales like :math:`\alpha/B`.
+
+    Parameters
+    ----------
+    net : torch.nn.Module
+        The network; it is not modified.
+    X, y : torch.Tensor
+        The training set.
+    names : sequence of str
+        The parameters (by name) whose gradient coordinates are used.
+    lr : float
+        The learning rate :math:`\alpha`.
+    batch_size : int
+        SGD's minibatch size :math:`B`.
+    num_epochs : int
+        Epochs of minibatches drawn.
+    seed : int
+        Seed of the permutations.
+    loss_fn : callable
+        ``loss_fn(outputs, y)``, a mean loss.
+
+    Returns
+    -------
+    float
+        :math:`T`.
     """
     var = minibatch_gradient_variance(net, X, y, names, batch_size=batch_size, num_epochs=num_epochs,
                                       seed=seed, loss_fn=loss_fn)
@@ -142,6 +244,37 @@ def langevin_trajectory(loss_fn: Callable[[ParamDict], torch.Tensor], params: Pa
     checked to be finite (:class:`~flatminima.nn.train.DivergenceError` otherwise). Returns the
     final parameters (new tensors; the input dict is not changed) and the records,
     shape ``(num_steps // record_every, d)``.
+
+    Parameters
+    ----------
+    loss_fn : callable
+        Parameter dict to scalar loss.
+    params : dict of str to torch.Tensor
+        The start :math:`w_0` (not changed).
+    lr : float
+        Step size :math:`\alpha`.
+    temperature : float
+        :math:`T`.
+    num_steps : int
+        Number of steps.
+    record : callable
+        Parameter dict to 1-D tensor, stored every ``record_every`` steps.
+    record_every : int
+        Steps between records.
+    seed : int
+        Seed of the noise.
+
+    Returns
+    -------
+    params : dict of str to torch.Tensor
+        The final parameters.
+    records : torch.Tensor
+        Shape ``(num_steps // record_every, r)``.
+
+    Raises
+    ------
+    flatminima.nn.train.DivergenceError
+        When the loss is not finite at a record.
     """
     if lr <= 0 or temperature < 0:
         raise ValueError(f"need lr > 0 and temperature >= 0, got lr={lr}, temperature={temperature}")
@@ -174,7 +307,22 @@ def langevin_trajectory(loss_fn: Callable[[ParamDict], torch.Tensor], params: Pa
 
 def full_batch_loss(net: nn.Module, X: torch.Tensor, y: torch.Tensor, *,
                     loss_fn: Callable = F.cross_entropy) -> Callable[[ParamDict], torch.Tensor]:
-    """``params -> mean loss of net(params) on (X, y)`` (for :func:`langevin_trajectory`)."""
+    """``params -> mean loss of net(params) on (X, y)`` (for :func:`langevin_trajectory`).
+
+    Parameters
+    ----------
+    net : torch.nn.Module
+        The network; it is not modified.
+    X, y : torch.Tensor
+        The training set.
+    loss_fn : callable
+        ``loss_fn(outputs, y)``, a mean loss.
+
+    Returns
+    -------
+    callable
+        Parameter dict to scalar tensor.
+    """
     buffers = {k: v.detach() for k, v in net.named_buffers()}
 
     def loss(p: ParamDict) -> torch.Tensor:

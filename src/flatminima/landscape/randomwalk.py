@@ -28,7 +28,18 @@ import torch
 
 
 def walk_gram_eigenvalues(n: int) -> np.ndarray:
-    r"""The eigenvalues :math:`\mu_k = 1/(4\sin^2(\pi k/2n))`, :math:`k=1..n-1`, of :math:`CMC` (descending)."""
+    r"""The eigenvalues :math:`\mu_k = 1/(4\sin^2(\pi k/2n))`, :math:`k=1..n-1`, of :math:`CMC` (descending).
+
+    Parameters
+    ----------
+    n : int
+        Number of snapshots of the walk.
+
+    Returns
+    -------
+    numpy.ndarray
+        :math:`\mu_1 \ge \dots \ge \mu_{n-1}`.
+    """
     if n < 2:
         raise ValueError(f"a walk needs at least 2 snapshots, got n={n}")
     k = np.arange(1, n)
@@ -37,12 +48,36 @@ def walk_gram_eigenvalues(n: int) -> np.ndarray:
 
 def expected_walk_variances(n: int, total_step_variance: float) -> np.ndarray:
     r"""Large-dimension PCA variances :math:`\sigma_k^2 = \operatorname{tr}\Sigma\,\mu_k / n` of an
-    ``n``-snapshot walk whose increments have :math:`\operatorname{tr}\Sigma` = ``total_step_variance``."""
+    ``n``-snapshot walk whose increments have :math:`\operatorname{tr}\Sigma` = ``total_step_variance``.
+
+    Parameters
+    ----------
+    n : int
+        Number of snapshots.
+    total_step_variance : float
+        :math:`\operatorname{tr}\Sigma` of one increment.
+
+    Returns
+    -------
+    numpy.ndarray
+        :math:`\sigma_k^2`, :math:`k = 1..n-1`.
+    """
     return total_step_variance * walk_gram_eigenvalues(n) / n
 
 
 def explained_variance_limit(k) -> np.ndarray:
-    r"""The limit :math:`6/(\pi^2 k^2)` of the explained-variance ratio of component ``k`` (1-based)."""
+    r"""The limit :math:`6/(\pi^2 k^2)` of the explained-variance ratio of component ``k`` (1-based).
+
+    Parameters
+    ----------
+    k : int or array_like
+        Component index, 1-based.
+
+    Returns
+    -------
+    numpy.ndarray
+        :math:`6/(\pi^2 k^2)`.
+    """
     k = np.asarray(k, dtype=float)
     return 6.0 / (math.pi**2 * k**2)
 
@@ -56,6 +91,24 @@ def noise_random_walk(gradients: torch.Tensor, num_snapshots: int, *, lr: float,
     :math:`-\alpha(g^\mu - \bar g)`. ``num_snapshots`` snapshots are returned, one every ``stride``
     steps (the sum of ``stride`` increments, drawn in one go as :math:`\sqrt{\text{stride}}\,\xi`),
     shape ``(num_snapshots, d)``, float64, from a ``numpy`` generator seeded with ``seed``.
+
+    Parameters
+    ----------
+    gradients : torch.Tensor
+        Minibatch gradients, shape ``(m, d)``.
+    num_snapshots : int
+        Snapshots returned.
+    lr : float
+        Step size :math:`\alpha`.
+    stride : int
+        Steps between snapshots.
+    seed : int
+        Seed of the generator.
+
+    Returns
+    -------
+    torch.Tensor
+        Shape ``(num_snapshots, d)``, float64.
     """
     G = torch.as_tensor(gradients, dtype=torch.float64)
     m = G.shape[0]

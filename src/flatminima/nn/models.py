@@ -91,6 +91,18 @@ def seeded_init_(module: nn.Module, seed: int) -> nn.Module:
     order with ``torch.Generator().manual_seed(seed)``: the same numbers as ``torch.manual_seed(seed)``
     followed by building the model, without touching torch's global random state. Normalisation
     layers keep their constant init. Returns ``module`` (changed in place).
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        The model, changed in place.
+    seed : int
+        Seed of the local generator.
+
+    Returns
+    -------
+    torch.nn.Module
+        ``module``.
     """
     g = torch.Generator().manual_seed(int(seed))
     with torch.no_grad():
@@ -109,6 +121,18 @@ def build_seeded(factory, seed: int | None):
 
     With a seed, the global random state is left exactly as it was (the construction's own
     draws happen inside :func:`torch.random.fork_rng` and are then replaced).
+
+    Parameters
+    ----------
+    factory : callable
+        Builds the model, no arguments.
+    seed : int or None
+        Seed of the init; ``None`` uses torch's global generator.
+
+    Returns
+    -------
+    torch.nn.Module
+        The model.
     """
     if seed is None:
         return factory()
@@ -124,6 +148,30 @@ def make_model(arch: str, in_shape: Sequence[int], num_classes: int, *, widths: 
     For ``mlp``, ``widths`` are the hidden sizes; for ``cnn`` they are the conv channels and
     ``hidden`` (kwarg) the head width. With ``seed`` the init comes from a local generator
     (:func:`seeded_init_`), so building a model leaves torch's global random state unchanged.
+
+    Parameters
+    ----------
+    arch : {'mlp', 'cnn'}
+        The architecture.
+    in_shape : sequence of int
+        Shape of one input.
+    num_classes : int
+        Outputs.
+    widths : sequence of int
+        Hidden sizes (``mlp``) or conv channels (``cnn``).
+    activation : str
+        Hidden activation.
+    bias : bool
+        Whether layers have biases.
+    seed : int or None
+        Seed of the init.
+    **kwargs
+        ``hidden`` for ``cnn``.
+
+    Returns
+    -------
+    torch.nn.Module
+        The model.
     """
     in_dim = 1
     for s in in_shape:

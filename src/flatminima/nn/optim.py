@@ -51,7 +51,22 @@ class OptimResult:
 
 
 def coupling_schedule(gamma0: float, gamma_max: float, num_steps: int) -> np.ndarray:
-    r"""Exponential schedule :math:`\gamma_t = \gamma_0 (\gamma_{\max}/\gamma_0)^{t/(T-1)}`, ``t = 0..T-1``."""
+    r"""Exponential schedule :math:`\gamma_t = \gamma_0 (\gamma_{\max}/\gamma_0)^{t/(T-1)}`, ``t = 0..T-1``.
+
+    Parameters
+    ----------
+    gamma0 : float
+        :math:`\gamma_0 > 0`.
+    gamma_max : float
+        :math:`\gamma_{\max}`.
+    num_steps : int
+        :math:`T`.
+
+    Returns
+    -------
+    numpy.ndarray
+        :math:`\gamma_t`, shape ``(T,)``.
+    """
     if gamma0 < 0 or gamma_max < gamma0:
         raise ValueError(f"need 0 <= gamma0 <= gamma_max, got gamma0={gamma0}, gamma_max={gamma_max}")
     if num_steps <= 1 or gamma0 == 0:
@@ -93,7 +108,28 @@ def _check(losses: list[float], step: int, lr: float) -> None:
 
 def sgd(net: nn.Module, X: torch.Tensor, y: torch.Tensor, *, lr: float, batch_size: int, num_steps: int,
         seed: int = 0) -> OptimResult:
-    r"""Plain minibatch SGD, :math:`w \leftarrow w - \eta \nabla f_B(w)`, on a copy of ``net``'s parameters."""
+    r"""Plain minibatch SGD, :math:`w \leftarrow w - \eta \nabla f_B(w)`, on a copy of ``net``'s parameters.
+
+    Parameters
+    ----------
+    net : torch.nn.Module
+        The network; its parameters are copied, not changed.
+    X, y : torch.Tensor
+        The training set.
+    lr : float
+        :math:`\eta`.
+    batch_size : int
+        Minibatch size.
+    num_steps : int
+        Number of (outer) steps.
+    seed : int
+        Seed of the minibatch draws.
+
+    Returns
+    -------
+    OptimResult
+        Final parameters, gradient evaluations and minibatch losses.
+    """
     _validate(lr=lr, batch_size=batch_size, num_steps=num_steps)
     f = _grad_and_value(_loss(net))
     params = _copy_params(net)
@@ -124,6 +160,36 @@ def entropy_sgd(net: nn.Module, X: torch.Tensor, y: torch.Tensor, *, lr: float =
     ``noise``, :math:`a` = ``avg`` (0.25 in the authors' code), :math:`\eta` = ``lr``. Cost:
     ``L * num_steps`` gradient evaluations. With :math:`\gamma = 0`, :math:`\varepsilon = 0`, :math:`a = 1`,
     :math:`\eta = 1` each outer step is exactly ``L`` SGD steps of size :math:`\eta'`.
+
+    Parameters
+    ----------
+    net : torch.nn.Module
+        The network; its parameters are copied, not changed.
+    X, y : torch.Tensor
+        The training set.
+    lr : float
+        Outer step :math:`\eta`.
+    sgld_lr : float
+        Inner step :math:`\eta'`.
+    L : int
+        Inner (SGLD) steps per outer step.
+    gamma0, gamma_max : float
+        The coupling schedule (:func:`coupling_schedule`).
+    noise : float
+        :math:`\varepsilon`.
+    avg : float
+        :math:`a`.
+    batch_size : int
+        Minibatch size.
+    num_steps : int
+        Number of (outer) steps.
+    seed : int
+        Seed of the minibatch draws.
+
+    Returns
+    -------
+    OptimResult
+        Final :math:`w`, gradient evaluations and minibatch losses.
     """
     _validate(lr=sgld_lr, batch_size=batch_size, num_steps=num_steps)
     if L < 1 or not 0 < avg <= 1 or lr <= 0 or noise < 0:
@@ -191,6 +257,30 @@ def replicated_sgd(net: nn.Module, X: torch.Tensor, y: torch.Tensor, *, lr: floa
     i.e. SGD on :math:`\sum_a f(w_a) + \frac{\gamma_t}2\sum_a\lVert w_a - w_c\rVert^2` with the centre held fixed
     during the step (as in the authors' ``RobustNet``). Cost: ``num_replicas * num_steps`` gradient
     evaluations. With one replica :math:`w_c = w_1` and this is exactly :func:`sgd`.
+
+    Parameters
+    ----------
+    net : torch.nn.Module
+        The network; its parameters are copied, not changed.
+    X, y : torch.Tensor
+        The training set.
+    lr : float
+        :math:`\eta`.
+    num_replicas : int
+        Number :math:`y` of replicas.
+    gamma0, gamma_max : float
+        The coupling schedule (:func:`coupling_schedule`).
+    batch_size : int
+        Minibatch size.
+    num_steps : int
+        Number of (outer) steps.
+    seed : int
+        Seed of the minibatch draws.
+
+    Returns
+    -------
+    OptimResult
+        The centre :math:`w_c` as ``params`` and the replicas.
     """
     _validate(lr=lr, batch_size=batch_size, num_steps=num_steps)
     if num_replicas < 1:
@@ -215,7 +305,32 @@ def replicated_sgd(net: nn.Module, X: torch.Tensor, y: torch.Tensor, *, lr: floa
 def replicated_sgd_loop(net: nn.Module, X: torch.Tensor, y: torch.Tensor, *, lr: float, num_replicas: int = 3,
                         gamma0: float = 0.03, gamma_max: float = 3.0, batch_size: int, num_steps: int,
                         seed: int = 0) -> OptimResult:
-    """Reference implementation of :func:`replicated_sgd` with a Python loop over replicas (same draws)."""
+    """Reference implementation of :func:`replicated_sgd` with a Python loop over replicas (same draws).
+
+    Parameters
+    ----------
+    net : torch.nn.Module
+        The network; its parameters are copied, not changed.
+    X, y : torch.Tensor
+        The training set.
+    lr : float
+        :math:`\\eta`.
+    num_replicas : int
+        Number of replicas.
+    gamma0, gamma_max : float
+        The coupling schedule (:func:`coupling_schedule`).
+    batch_size : int
+        Minibatch size.
+    num_steps : int
+        Number of (outer) steps.
+    seed : int
+        Seed of the minibatch draws.
+
+    Returns
+    -------
+    OptimResult
+        Equal to :func:`replicated_sgd`'s up to rounding.
+    """
     f = _grad_and_value(_loss(net))
     reps = [_copy_params(net) for _ in range(num_replicas)]
     g = torch.Generator().manual_seed(seed)
@@ -252,6 +367,26 @@ def smoothed_error_descent(X: torch.Tensor, y: torch.Tensor, w0: torch.Tensor, *
     :math:`L_\sigma` is linear in the stabilities and its minimiser is the normalised Hebbian
     direction :math:`\propto \sum_\mu y^\mu x^\mu/\lVert x^\mu\rVert`: this limit is nearly guaranteed to
     land close to the Bayes-optimal direction, whatever the landscape. Returns the unit vector.
+
+    Parameters
+    ----------
+    X : torch.Tensor
+        Inputs, shape ``(P, N)``.
+    y : torch.Tensor
+        Labels in :math:`\{-1, +1\}`.
+    w0 : torch.Tensor
+        Start, shape ``(N,)``.
+    sigma : float
+        :math:`\sigma`.
+    num_steps : int
+        Steps.
+    lr : float
+        Initial angular step.
+
+    Returns
+    -------
+    torch.Tensor
+        :math:`\hat w`, unit norm.
     """
     if sigma <= 0:
         raise ValueError(f"sigma must be > 0, got {sigma}")
@@ -272,7 +407,24 @@ def smoothed_error_descent(X: torch.Tensor, y: torch.Tensor, w0: torch.Tensor, *
 
 
 def smoothed_error(X: torch.Tensor, y: torch.Tensor, w: torch.Tensor, sigma: float) -> torch.Tensor:
-    r"""The objective :math:`L_\sigma(\hat w)` of :func:`smoothed_error_descent` (for checks and plots)."""
+    r"""The objective :math:`L_\sigma(\hat w)` of :func:`smoothed_error_descent` (for checks and plots).
+
+    Parameters
+    ----------
+    X : torch.Tensor
+        Inputs, shape ``(P, N)``.
+    y : torch.Tensor
+        Labels in :math:`\{-1, +1\}`.
+    w : torch.Tensor
+        Direction (normalised inside).
+    sigma : float
+        :math:`\sigma`.
+
+    Returns
+    -------
+    torch.Tensor
+        :math:`L_\sigma(\hat w)`, a scalar.
+    """
     Xn = X / X.norm(dim=1, keepdim=True)
     t = y * (Xn @ (w / w.norm())) / sigma
     return (0.5 * torch.special.erfc(t / math.sqrt(2.0))).mean()

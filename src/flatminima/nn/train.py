@@ -50,7 +50,26 @@ EpochHook = Callable[[int, nn.Module, float, float], bool | None]
 @torch.no_grad()
 def evaluate(net: nn.Module, X: torch.Tensor, y: torch.Tensor, *, loss_fn=F.cross_entropy,
              chunk: int = 8192) -> tuple[float, float]:
-    """Mean loss and accuracy of ``net`` on ``(X, y)``, in chunks, in eval mode (restored after)."""
+    """Mean loss and accuracy of ``net`` on ``(X, y)``, in chunks, in eval mode (restored after).
+
+    Parameters
+    ----------
+    net : torch.nn.Module
+        The network.
+    X, y : torch.Tensor
+        The data.
+    loss_fn : callable
+        ``loss_fn(outputs, y)``, a mean loss.
+    chunk : int
+        Examples per forward pass.
+
+    Returns
+    -------
+    loss : float
+        Mean loss.
+    accuracy : float
+        Fraction correct.
+    """
     was_training = net.training
     net.eval()
     total_loss, correct = 0.0, 0
@@ -63,7 +82,22 @@ def evaluate(net: nn.Module, X: torch.Tensor, y: torch.Tensor, *, loss_fn=F.cros
 
 
 def check_finite(loss: float, *, step: int, lr: float) -> None:
-    """Raise DivergenceError if ``loss`` is NaN or infinite."""
+    """Raise DivergenceError if ``loss`` is NaN or infinite.
+
+    Parameters
+    ----------
+    loss : float
+        The loss.
+    step : int
+        The step, for the message.
+    lr : float
+        The learning rate, for the message.
+
+    Raises
+    ------
+    DivergenceError
+        When ``loss`` is not finite.
+    """
     if not math.isfinite(loss):
         raise DivergenceError(
             f"training diverged: loss is {loss} at step {step} (lr={lr}). Lower the learning "
@@ -103,6 +137,31 @@ class _LossBuffer:
 
 def make_optimizer(name: str, params, lr: float, momentum: float = 0.0,
                    weight_decay: float = 0.0) -> torch.optim.Optimizer:
+    """The torch optimizer ``name`` (:data:`OPTIMIZERS`) over ``params``.
+
+    Parameters
+    ----------
+    name : {'sgd', 'adam'}
+        The optimizer.
+    params : iterable of torch.Tensor
+        The parameters to optimise.
+    lr : float
+        Learning rate.
+    momentum : float
+        Momentum (SGD only).
+    weight_decay : float
+        L2 weight decay.
+
+    Returns
+    -------
+    torch.optim.Optimizer
+        The optimizer.
+
+    Raises
+    ------
+    ValueError
+        For an unknown ``name``.
+    """
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
     if name == "adam":
@@ -126,6 +185,45 @@ def train(net: nn.Module, X: torch.Tensor, y: torch.Tensor, *, optimizer: str = 
     Minibatch losses are checked for NaN/inf every ``check_every`` steps and at the end of each
     epoch, so a divergence is raised at most ``check_every - 1`` steps after it happened, naming
     the step where it happened.
+
+    Parameters
+    ----------
+    net : torch.nn.Module
+        The network, trained in place.
+    X, y : torch.Tensor
+        The training set.
+    optimizer : {'sgd', 'adam'}
+        See :func:`make_optimizer`.
+    lr, momentum, weight_decay : float
+        The optimizer's settings.
+    batch_size : int
+        Minibatch size.
+    num_epochs, num_steps : int or None
+        Length of training (one of them).
+    seed : int
+        Seed of the data order.
+    target_loss : float or None
+        Stop once the full-batch training loss is below it.
+    loss_fn : callable
+        ``loss_fn(outputs, y)``, a mean loss.
+    on_step, on_epoch : sequence of callable
+        Hooks, as above.
+    eval_every_epoch : bool
+        Evaluate the full training set after each epoch.
+    show_progress : bool
+        Draw a progress bar.
+    check_every : int
+        Steps between finiteness checks.
+
+    Returns
+    -------
+    TrainHistory
+        Losses, accuracies and steps.
+
+    Raises
+    ------
+    DivergenceError
+        When the loss becomes NaN or infinite.
     """
     if num_epochs is None and num_steps is None and target_loss is None:
         raise ValueError("give num_epochs, num_steps or target_loss so training can stop")

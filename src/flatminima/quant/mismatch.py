@@ -42,7 +42,22 @@ LOSSES = ("mse", "ce")
 
 
 def per_sample_loss(out: torch.Tensor, y: torch.Tensor, loss: str = "mse") -> torch.Tensor:
-    """Per-sample loss of outputs ``out`` (..., B, O): squared error averaged over outputs, or cross-entropy."""
+    """Per-sample loss of outputs ``out`` (..., B, O): squared error averaged over outputs, or cross-entropy.
+
+    Parameters
+    ----------
+    out : torch.Tensor
+        Outputs, shape ``(..., B, O)``.
+    y : torch.Tensor
+        Targets.
+    loss : {'mse', 'ce'}
+        Per-sample loss (:func:`per_sample_loss`).
+
+    Returns
+    -------
+    torch.Tensor
+        Losses, shape ``(..., B)``.
+    """
     if loss == "mse":
         return ((out - y) ** 2).mean(-1)
     if loss == "ce":
@@ -65,7 +80,18 @@ def _check_mlp(net: QuantNet) -> list[nn.Linear]:
 
 
 def layer_names(net: QuantNet) -> list[str]:
-    """Parameter names of the weight matrices of an MLP QuantNet, input layer first."""
+    """Parameter names of the weight matrices of an MLP QuantNet, input layer first.
+
+    Parameters
+    ----------
+    net : QuantNet
+        An MLP quantised net.
+
+    Returns
+    -------
+    list of str
+        Parameter names, input layer first.
+    """
     _check_mlp(net)
     return [f"ops.{k}.weight" for k in range(len(net.ops))] + ["head.0.weight"]
 
@@ -81,6 +107,23 @@ def check_coordinates(net: QuantNet, coords: list[torch.Tensor]) -> list[torch.T
 
     One entry per weight matrix (:func:`layer_names`), integer indices in ``[0, numel)``, no
     repeats. A bad entry raises ValueError naming the layer and the offending index.
+
+    Parameters
+    ----------
+    net : QuantNet
+        An MLP quantised net.
+    coords : list of torch.Tensor
+        One index tensor per weight matrix.
+
+    Returns
+    -------
+    list of torch.Tensor
+        The indices as 1-D int64 tensors.
+
+    Raises
+    ------
+    ValueError
+        For a wrong number of entries, an index out of range or a repeat.
     """
     layers = _check_mlp(net)
     names = layer_names(net)
@@ -106,7 +149,22 @@ def check_coordinates(net: QuantNet, coords: list[torch.Tensor]) -> list[torch.T
 
 
 def sample_coordinates(net: QuantNet, num_coords: int, *, seed: int = 0) -> list[torch.Tensor]:
-    """Per layer, ``num_coords`` distinct flat weight indices drawn uniformly (all when the layer is smaller)."""
+    """Per layer, ``num_coords`` distinct flat weight indices drawn uniformly (all when the layer is smaller).
+
+    Parameters
+    ----------
+    net : QuantNet
+        An MLP quantised net.
+    num_coords : int
+        Indices per layer.
+    seed : int
+        Seed of the draw.
+
+    Returns
+    -------
+    list of torch.Tensor
+        One 1-D int64 tensor per weight matrix.
+    """
     if int(num_coords) < 1:
         raise ValueError(f"num_coords must be >= 1 (coordinates sampled per layer), got {num_coords}")
     g = torch.Generator().manual_seed(seed)
@@ -136,7 +194,18 @@ class ReferenceGradient:
 
 
 def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Cosine similarity of two flattened tensors (0 when either is zero)."""
+    """Cosine similarity of two flattened tensors (0 when either is zero).
+
+    Parameters
+    ----------
+    a, b : torch.Tensor
+        Tensors of the same number of elements.
+
+    Returns
+    -------
+    float
+        :math:`a\\cdot b / (\\|a\\|\\|b\\|)`.
+    """
     a, b = a.reshape(-1).double(), b.reshape(-1).double()
     na, nb = a.norm(), b.norm()
     if na == 0 or nb == 0:
@@ -171,6 +240,26 @@ def coordinate_discrete_gradient(net: QuantNet, X: torch.Tensor, y: torch.Tensor
     precision, where nearly every sample moves, propagates densely), so the result equals the naive
     loop (:func:`coordinate_discrete_gradient_loop`) up to rounding.
     Split halves: samples ``[0, B/2)`` and ``[B/2, B)``.
+
+    Parameters
+    ----------
+    net : QuantNet
+        An MLP quantised net; it is not changed.
+    X, y : torch.Tensor
+        The batch of the mean loss.
+    coords : list of torch.Tensor
+        Per weight matrix, the flat indices to estimate (:func:`check_coordinates`).
+    eps : float
+        The step :math:`\varepsilon`.
+    loss : {'mse', 'ce'}
+        Per-sample loss (:func:`per_sample_loss`).
+    max_rows : int
+        Largest number of (perturbation, sample) rows per batched forward pass.
+
+    Returns
+    -------
+    ReferenceGradient
+        Per layer, the CDG on ``coords`` and its two split-half estimates.
     """
     if eps <= 0:
         raise ValueError(f"eps must be > 0, got {eps}")
@@ -245,7 +334,26 @@ def coordinate_discrete_gradient(net: QuantNet, X: torch.Tensor, y: torch.Tensor
 @torch.no_grad()
 def coordinate_discrete_gradient_loop(net: QuantNet, X: torch.Tensor, y: torch.Tensor, coords: list[torch.Tensor], *,
                                       eps: float = 0.1, loss: str = "mse") -> list[torch.Tensor]:
-    """The naive CDG: two full forward passes per coordinate (reference for tests and the benchmark)."""
+    """The naive CDG: two full forward passes per coordinate (reference for tests and the benchmark).
+
+    Parameters
+    ----------
+    net : QuantNet
+        An MLP quantised net; it is not changed.
+    X, y : torch.Tensor
+        The batch of the mean loss.
+    coords : list of torch.Tensor
+        Per weight matrix, the flat indices to estimate (:func:`check_coordinates`).
+    eps : float
+        The step :math:`\\varepsilon`.
+    loss : {'mse', 'ce'}
+        Per-sample loss (:func:`per_sample_loss`).
+
+    Returns
+    -------
+    list of torch.Tensor
+        Per layer, the CDG on ``coords``.
+    """
     names = layer_names(net)
     coords = check_coordinates(net, coords)
     state = {k: v for k, v in net.state_dict().items()}
@@ -297,6 +405,28 @@ def es_gradient(net: QuantNet, X: torch.Tensor, y: torch.Tensor, *, num_directio
     batched forward pass. Returns estimates over all coordinates (``coords[k]`` = all flat indices)
     and split-half estimates from the first and the second half of the directions (the direction
     sampling, not the data, dominates the noise of this estimator).
+
+    Parameters
+    ----------
+    net : QuantNet
+        An MLP quantised net; it is not changed.
+    X, y : torch.Tensor
+        The batch of the mean loss.
+    num_directions : int
+        Gaussian directions :math:`n` per layer.
+    sigma : float
+        Smoothing scale :math:`\sigma`.
+    loss : {'mse', 'ce'}
+        Per-sample loss (:func:`per_sample_loss`).
+    seed : int
+        Seed of the directions.
+    max_rows : int
+        Largest number of (perturbation, sample) rows per batched forward pass.
+
+    Returns
+    -------
+    ReferenceGradient
+        Per layer, the estimate over all weights and its two split-half estimates.
     """
     if sigma <= 0 or num_directions < 1:
         raise ValueError(f"need sigma > 0 and num_directions >= 1, got sigma={sigma}, num_directions={num_directions}")
@@ -339,6 +469,22 @@ def surrogate_gradient(net: QuantNet, X: torch.Tensor, y: torch.Tensor, surrogat
     """Backprop gradient of the mean loss w.r.t. each weight matrix, binary units using ``surrogate``.
 
     Eval mode (frozen BN statistics) through :func:`torch.func.functional_call`; the net is not changed.
+
+    Parameters
+    ----------
+    net : QuantNet
+        An MLP quantised net; it is not changed.
+    X, y : torch.Tensor
+        The batch of the mean loss.
+    surrogate : str
+        Surrogate name (:func:`flatminima.quant.quantize.get_surrogate`).
+    loss : {'mse', 'ce'}
+        Per-sample loss (:func:`per_sample_loss`).
+
+    Returns
+    -------
+    list of torch.Tensor
+        Per weight matrix (:func:`layer_names`), the gradient, shaped like the matrix.
     """
     names = layer_names(net)
     was_training = net.training
@@ -355,5 +501,18 @@ def surrogate_gradient(net: QuantNet, X: torch.Tensor, y: torch.Tensor, surrogat
 
 
 def layer_cosines(grads: list[torch.Tensor], reference: ReferenceGradient) -> list[float]:
-    """Per layer, cosine between a full gradient ``grads[k]`` restricted to ``reference.coords[k]`` and the reference."""
+    """Per layer, cosine between a full gradient ``grads[k]`` restricted to ``reference.coords[k]`` and the reference.
+
+    Parameters
+    ----------
+    grads : list of torch.Tensor
+        Full gradients, one per weight matrix.
+    reference : ReferenceGradient
+        The reference estimate and its coordinates.
+
+    Returns
+    -------
+    list of float
+        One cosine per layer (:func:`cosine`).
+    """
     return [cosine(g.reshape(-1)[idx], r) for g, idx, r in zip(grads, reference.coords, reference.grad)]

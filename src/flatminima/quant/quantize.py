@@ -46,6 +46,18 @@ def quantize(y: torch.Tensor, levels: int | None) -> torch.Tensor:
     then corrected by comparing ``u`` with :math:`\tau_q` and :math:`\tau_{q+1}` computed as
     ``(q - 1/2) / n`` in ``y``'s dtype (one correctly rounded division, so :math:`\tau_k` is the
     nearest float to the true threshold). ``levels=None`` returns :math:`\mathrm{clip}(y, 0, 1)`.
+
+    Parameters
+    ----------
+    y : torch.Tensor
+        Pre-activations.
+    levels : int or None
+        Number of steps :math:`n` (1: binary, 2: ternary); ``None`` for full precision.
+
+    Returns
+    -------
+    torch.Tensor
+        :math:`Q_n(y)`, same shape and dtype as ``y``.
     """
     u = torch.clamp(y, 0.0, 1.0)
     if levels is None:
@@ -79,7 +91,24 @@ SURROGATES: dict[str, Surrogate] = {}
 
 def register_surrogate(name: str, soft: Callable[[torch.Tensor], torch.Tensor],
                        derivative: Callable[[torch.Tensor], torch.Tensor], description: str = "") -> Surrogate:
-    """Add a surrogate to :data:`SURROGATES` (replacing one of the same name) and return it."""
+    """Add a surrogate to :data:`SURROGATES` (replacing one of the same name) and return it.
+
+    Parameters
+    ----------
+    name : str
+        Registry name.
+    soft : callable
+        The smooth function whose derivative the surrogate uses (for plots).
+    derivative : callable
+        The backward pass: pre-activation to gradient factor.
+    description : str
+        One line for tables.
+
+    Returns
+    -------
+    Surrogate
+        The registered surrogate.
+    """
     s = Surrogate(name, soft, derivative, description)
     SURROGATES[name] = s
     return s
@@ -147,6 +176,18 @@ def surrogate_variant(family: str, value: float) -> str:
 
     Returns its registry name, ``"<family>@<value>"`` (e.g. ``"swishsign@2"``), usable wherever a
     surrogate name is (:func:`quant_act`, ``QuantNet(..., surrogate=)``). Idempotent.
+
+    Parameters
+    ----------
+    family : {'steep', 'approxsign', 'swishsign'}
+        The surrogate family.
+    value : float
+        Its shape parameter.
+
+    Returns
+    -------
+    str
+        The registry name ``"<family>@<value>"``.
     """
     if family not in SURROGATE_FAMILIES:
         raise ValueError(f"unknown surrogate family {family!r}; allowed: {', '.join(SURROGATE_FAMILIES)}")
@@ -162,7 +203,18 @@ def surrogate_variant(family: str, value: float) -> str:
 
 
 def get_surrogate(name: str) -> Surrogate:
-    """The registered surrogate ``name``; ``family@value`` names are registered on first use."""
+    """The registered surrogate ``name``; ``family@value`` names are registered on first use.
+
+    Parameters
+    ----------
+    name : str
+        A registered name or ``family@value``.
+
+    Returns
+    -------
+    Surrogate
+        The surrogate.
+    """
     if name not in SURROGATES and "@" in name:
         family, _, value = name.partition("@")
         try:
@@ -202,6 +254,25 @@ def quant_act(y: torch.Tensor, levels: int | None, surrogate: str = "ste") -> to
     Full precision (``levels=None``) is ``clip(y, 0, 1)`` with its exact gradient and accepts only
     ``ste`` (which is that gradient). Multi-level quantisers use ``ste`` in the code of the paper;
     the other surrogates are defined for the binary step and are rejected for ``levels > 1``.
+
+    Parameters
+    ----------
+    y : torch.Tensor
+        Pre-activations.
+    levels : int or None
+        Number of steps :math:`n` (1: binary, 2: ternary); ``None`` for full precision.
+    surrogate : str
+        Name of the backward surrogate (:data:`SURROGATES`, or ``family@value``).
+
+    Returns
+    -------
+    torch.Tensor
+        :func:`quantize` of ``y`` forward, the surrogate's gradient backward.
+
+    Raises
+    ------
+    ValueError
+        For a surrogate other than ``ste`` with ``levels=None`` or ``levels > 1``.
     """
     s = get_surrogate(surrogate)
     if levels is None:
@@ -256,6 +327,26 @@ def quant_mlp(widths: Sequence[int], *, levels: int | None, surrogate: str = "st
     ``seed`` fixes the init through a local generator (:func:`flatminima.nn.models.build_seeded`;
     torch's global random state is not touched). ``bn_weight``/``bn_bias`` initialise every BN's :math:`\\gamma, \\beta` (the authors' code uses
     1 and 0, so a binary unit fires when the normalised pre-activation exceeds 1/2).
+
+    Parameters
+    ----------
+    widths : sequence of int
+        Input, hidden and output widths.
+    levels : int or None
+        Number of steps :math:`n` (1: binary, 2: ternary); ``None`` for full precision.
+    surrogate : str
+        Name of the backward surrogate (:data:`SURROGATES`, or ``family@value``).
+    replicate : int
+        Copies of each unit's pre-activation (2 for a decoupled BinaryDuo net).
+    bn_weight, bn_bias : float
+        Initial :math:`\\gamma` and :math:`\\beta` of every batch norm.
+    seed : int or None
+        Seed of the initialisation (``None``: torch's global generator).
+
+    Returns
+    -------
+    QuantNet
+        The network.
     """
     widths = [int(w) for w in widths]
     if len(widths) < 3 or min(widths) < 1:
@@ -286,6 +377,30 @@ def tiny_vgg7(*, in_channels: int = 3, num_classes: int = 10, channels: Sequence
     BN and the quantised activation (full-precision weights, as in the code), then a full-precision
     head Linear(c5, hidden) -> ReLU -> Linear(hidden, classes). Baseline channels (64, 64, 128,
     128, 512); the coupled ternary net uses (45, 45, 90, 90, 336).
+
+    Parameters
+    ----------
+    in_channels : int
+        Input channels.
+    num_classes : int
+        Outputs of the head.
+    channels : sequence of int
+        The five convolution widths c1..c5.
+    hidden : int
+        Width of the head's hidden layer.
+    levels : int or None
+        Number of steps :math:`n` (1: binary, 2: ternary); ``None`` for full precision.
+    surrogate : str
+        Name of the backward surrogate (:data:`SURROGATES`, or ``family@value``).
+    replicate : int
+        Copies of each unit's pre-activation (2 for a decoupled BinaryDuo net).
+    seed : int or None
+        Seed of the initialisation (``None``: torch's global generator).
+
+    Returns
+    -------
+    QuantNet
+        The network.
     """
     if len(channels) != 5:
         raise ValueError(f"tiny VGG-7 has 5 quantised conv blocks; channels needs 5 sizes, got {tuple(channels)}")
@@ -313,6 +428,22 @@ def coupled_width(in_dim: int, hidden: int, num_hidden: int, out_dim: int) -> in
     Baseline weights: :math:`d h + (L-1) h^2 + h o`; decoupled: :math:`d h_c + 2 (L-1) h_c^2 + 2 h_c o`
     (each ternary unit becomes two binary units feeding the next layer). Returns the largest
     :math:`h_c` not exceeding the baseline's cost.
+
+    Parameters
+    ----------
+    in_dim : int
+        Input dimension :math:`d`.
+    hidden : int
+        Baseline hidden width :math:`h`.
+    num_hidden : int
+        Number of hidden layers :math:`L`.
+    out_dim : int
+        Output dimension :math:`o`.
+
+    Returns
+    -------
+    int
+        :math:`h_c`.
     """
     base = in_dim * hidden + (num_hidden - 1) * hidden ** 2 + hidden * out_dim
     a, b = 2 * (num_hidden - 1), in_dim + 2 * out_dim
@@ -368,6 +499,23 @@ def decouple(net: QuantNet, shift: float = 0.25) -> QuantNet:
     biases and halved weights, which round; a unit within a few ulps of a threshold can then flip
     (rare in float32, far rarer in float64: the claim checks the outputs in float64). ``net`` is not
     changed.
+
+    Parameters
+    ----------
+    net : QuantNet
+        A coupled ternary net (``levels=2``, ``replicate=1``).
+    shift : float
+        The BN shift of the two halves (:math:`1/4` above).
+
+    Returns
+    -------
+    QuantNet
+        The decoupled binary net (a copy).
+
+    Raises
+    ------
+    ValueError
+        When ``net`` is not a coupled ternary net.
     """
     if net.levels != 2 or net.replicate != 1:
         raise ValueError(f"decouple needs a coupled ternary net (levels=2, replicate=1); got levels={net.levels}, "

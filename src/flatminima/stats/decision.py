@@ -14,6 +14,16 @@ def sign_test_greater(x) -> float:
 
     With ``n`` positive values out of ``n`` the p-value is :math:`2^{-n}`, the smallest
     attainable, so the number of seeds bounds the evidence.
+
+    Parameters
+    ----------
+    x : array_like
+        Per-seed values (paired differences).
+
+    Returns
+    -------
+    float
+        The p-value; 1.0 when no non-zero value is left.
     """
     x = np.asarray(x, dtype=float).ravel()
     x = x[x != 0]
@@ -23,7 +33,18 @@ def sign_test_greater(x) -> float:
 
 
 def wilcoxon_greater(x) -> float:
-    """One-sided Wilcoxon signed-rank p-value for H1: x is shifted above 0 (paired differences)."""
+    """One-sided Wilcoxon signed-rank p-value for H1: x is shifted above 0 (paired differences).
+
+    Parameters
+    ----------
+    x : array_like
+        Per-seed paired differences.
+
+    Returns
+    -------
+    float
+        The p-value; 1.0 when the test is undefined (too few or all-zero values).
+    """
     x = np.asarray(x, dtype=float).ravel()
     if x.size == 0 or np.all(x == 0):
         return 1.0
@@ -67,6 +88,18 @@ def tost(x, low: float, high: float) -> TostResult:
     :math:`p_{high} = P(T \le (\bar x - high)/se)`, :math:`T \sim t_{n-1}`; equivalence at level
     :math:`\alpha` when :math:`p < \alpha` (the :math:`1-2\alpha` t-interval lies inside the bounds).
     Matches ``statsmodels.stats.weightstats.ttost_paired`` against zeros.
+
+    Parameters
+    ----------
+    x : array_like
+        Per-seed values.
+    low, high : float
+        The equivalence bounds, ``low < high``.
+
+    Returns
+    -------
+    TostResult
+        :math:`p`, :math:`p_{low}`, :math:`p_{high}` and the bounds.
     """
     x = np.asarray(x, dtype=float).ravel()
     if x.size < 2:
@@ -130,6 +163,24 @@ def decide(x, *, smallest_effect: float, alpha: float = 0.05, label: str = "the 
 
     The interval reported is the 95% Student-t interval of the mean (a :math:`1-2\alpha` interval
     is what TOST inverts). Stated once on the book's methods page; every chapter uses it.
+
+    Parameters
+    ----------
+    x : array_like
+        Per-seed effects, positive in the claimed direction.
+    smallest_effect : float
+        The smallest effect of interest, the TOST bound :math:`\pm` ``smallest_effect``.
+    alpha : float
+        Level of each test.
+    label : str
+        What the effect is, in words, for the decision's sentence.
+    fmt : str
+        Format spec of the numbers in that sentence.
+
+    Returns
+    -------
+    Decision
+        The outcome (:class:`Verdict`), mean, standard error, interval and the three p-values.
     """
     x = np.asarray(x, dtype=float).ravel()
     x = x[np.isfinite(x)]

@@ -30,6 +30,18 @@ def mean_ci(x, confidence: float = 0.95) -> Interval:
     r"""Mean with a Student-t interval, :math:`\bar x \pm t_{n-1} s/\sqrt{n}`.
 
     With one value the interval is degenerate (low = high = the value), flagged by ``n = 1``.
+
+    Parameters
+    ----------
+    x : array_like
+        Per-seed values.
+    confidence : float
+        Coverage of the interval.
+
+    Returns
+    -------
+    Interval
+        Estimate, bounds, confidence, method ``"t"`` and ``n``.
     """
     x = np.asarray(x, dtype=float).ravel()
     if x.size == 0:
@@ -50,6 +62,24 @@ def bootstrap_ci(x, statistic=np.mean, confidence: float = 0.95, n_resamples: in
 
     Falls back to a degenerate interval for fewer than 3 values or zero spread, where the
     bootstrap distribution is empty or a point.
+
+    Parameters
+    ----------
+    x : array_like
+        Per-seed values.
+    statistic : callable
+        The statistic of a sample (default: the mean).
+    confidence : float
+        Coverage of the interval.
+    n_resamples : int
+        Bootstrap resamples.
+    seed : int
+        Seed of the resampling.
+
+    Returns
+    -------
+    Interval
+        With method ``"bootstrap-BCa"``, or ``"degenerate"`` in the fallback.
     """
     x = np.asarray(x, dtype=float).ravel()
     est = float(statistic(x))
@@ -68,6 +98,22 @@ def statistic(label: str, x, *, scale: str = "linear", confidence: float = 0.95)
     ``{label, value, ci_low, ci_high, se, n, scale}``; for ``scale='log'`` the value and interval
     are exponentiated (a geometric mean) while ``se`` stays on the log scale, where the
     two-sample comparison of :mod:`flatminima.run.verify` is made.
+
+    Parameters
+    ----------
+    label : str
+        Name of the statistic.
+    x : array_like
+        Per-seed values, on the log scale when ``scale='log'``.
+    scale : {'linear', 'log'}
+        The scale of ``x``.
+    confidence : float
+        Coverage of the t-interval (:func:`mean_ci`).
+
+    Returns
+    -------
+    dict
+        ``{label, value, ci_low, ci_high, se, n, scale}``, NaN-filled when ``x`` is empty.
     """
     if scale not in ("linear", "log"):
         raise ValueError(f"scale must be 'linear' or 'log', got {scale!r}")

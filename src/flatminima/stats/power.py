@@ -16,6 +16,24 @@ def power_t(effect: float, sd: float, n: int, *, alpha: float = 0.05, alternativ
     :math:`1 - F_{\nu,\delta}(t_{1-\alpha,\nu})`, :math:`F_{\nu,\delta}` the noncentral t CDF
     (Cohen 1988, ch. 2); two-sided adds the lower tail at :math:`-t_{1-\alpha/2,\nu}`. This is what
     ``statsmodels.stats.power.TTestPower`` computes (a test checks that).
+
+    Parameters
+    ----------
+    effect : float
+        The true mean.
+    sd : float
+        The per-seed standard deviation.
+    n : int
+        Number of seeds.
+    alpha : float
+        Level of the test.
+    alternative : {'larger', 'two-sided'}
+        One-sided (effect above 0) or two-sided test.
+
+    Returns
+    -------
+    float
+        The power, in [0, 1].
     """
     if alternative not in ALTERNATIVES:
         raise ValueError(f"alternative must be one of {ALTERNATIVES}, got {alternative!r}")
@@ -36,6 +54,31 @@ def seeds_for_power(smallest_effect: float, sd: float, *, alpha: float = 0.05, p
 
     ``sd`` is the per-seed standard deviation of the primary statistic from a pilot. Raises
     ValueError when even ``max_n`` seeds are not enough.
+
+    Parameters
+    ----------
+    smallest_effect : float
+        The smallest effect of interest.
+    sd : float
+        Per-seed standard deviation of the primary statistic (from a pilot).
+    alpha : float
+        Level of the test.
+    power : float
+        Required power.
+    alternative : {'larger', 'two-sided'}
+        As in :func:`power_t`.
+    max_n : int
+        Largest number of seeds searched.
+
+    Returns
+    -------
+    int
+        The number of seeds.
+
+    Raises
+    ------
+    ValueError
+        When ``max_n`` seeds do not reach ``power``.
     """
     if not smallest_effect > 0:
         raise ValueError(f"smallest_effect must be > 0, got {smallest_effect}")
@@ -64,6 +107,28 @@ def preregister(*, primary: str, smallest_effect: float, test: str, pilot: dict,
     seeds) and ``source`` (where the pilot spread comes from, in words). ``seeds_needed`` is computed
     here with :func:`seeds_for_power`, so the number in the record follows from the stated inputs.
     Declared as a module constant next to the claim's criterion, before any data are seen.
+
+    Parameters
+    ----------
+    primary : str
+        The primary statistic, in words.
+    smallest_effect : float
+        The smallest effect of interest.
+    test : str
+        The test, in words.
+    pilot : dict
+        ``sd``, ``n`` and ``source`` of the pilot.
+    alpha : float
+        Level of the test.
+    power : float
+        Required power.
+    alternative : {'larger', 'two-sided'}
+        As in :func:`power_t`.
+
+    Returns
+    -------
+    dict
+        The inputs plus ``seeds_needed`` (:func:`seeds_for_power`), JSON-ready.
     """
     for key in ("sd", "n", "source"):
         if key not in pilot:
@@ -75,7 +140,20 @@ def preregister(*, primary: str, smallest_effect: float, test: str, pilot: dict,
 
 
 def check_seeds(prereg: dict, num_seeds: int) -> str:
-    """An empty string if ``num_seeds`` meets the pre-registered ``seeds_needed``, else a warning sentence."""
+    """An empty string if ``num_seeds`` meets the pre-registered ``seeds_needed``, else a warning sentence.
+
+    Parameters
+    ----------
+    prereg : dict
+        A block from :func:`preregister`.
+    num_seeds : int
+        The seeds the run used.
+
+    Returns
+    -------
+    str
+        ``""`` or the warning.
+    """
     need = int(prereg["seeds_needed"])
     if num_seeds >= need:
         return ""

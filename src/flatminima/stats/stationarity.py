@@ -45,6 +45,20 @@ def trend_test(x, *, num_blocks: int = 10, confidence: float = 0.95) -> TrendTes
 
     ``x`` is a 1-D series in time order with at least ``2 * num_blocks`` values; the last
     ``len(x) % num_blocks`` values are dropped so the blocks are equal.
+
+    Parameters
+    ----------
+    x : array_like
+        The series, in time order.
+    num_blocks : int
+        Number of equal blocks whose means are regressed on time.
+    confidence : float
+        Coverage of the slope's interval.
+
+    Returns
+    -------
+    TrendTest
+        Slope, its interval and p-value, and the drift relative to the series' spread.
     """
     x = np.asarray(x, dtype=float).ravel()
     if num_blocks < 3:
@@ -69,7 +83,26 @@ def trend_test(x, *, num_blocks: int = 10, confidence: float = 0.95) -> TrendTes
 
 def ar1(n: int, *, phi: float, sd: float = 1.0, mean: float = 0.0, seed: int = 0) -> np.ndarray:
     r"""A stationary AR(1) series :math:`x_t = \mu + \phi(x_{t-1}-\mu) + \epsilon_t`, started in its
-    stationary law :math:`\mathcal N(\mu, \mathrm{sd}^2/(1-\phi^2))` (the discretised OU process)."""
+    stationary law :math:`\mathcal N(\mu, \mathrm{sd}^2/(1-\phi^2))` (the discretised OU process).
+
+    Parameters
+    ----------
+    n : int
+        Length of the series.
+    phi : float
+        Autoregression coefficient, :math:`|\phi| < 1`.
+    sd : float
+        Standard deviation of the innovations :math:`\epsilon_t`.
+    mean : float
+        The mean :math:`\mu`.
+    seed : int
+        Seed of the innovations.
+
+    Returns
+    -------
+    numpy.ndarray
+        The ``n`` values.
+    """
     if not -1 < phi < 1:
         raise ValueError(f"an AR(1) is stationary only for |phi| < 1, got {phi}")
     rng = np.random.default_rng(seed)
