@@ -7,6 +7,7 @@ import torch
 from scipy import stats as sps
 
 from flatminima.core.device import configure_threads, resolve_device
+from flatminima.core.errors import ParameterError
 from flatminima.nn.models import MLP, SmallCNN, make_model
 from flatminima.stats.decision import sign_test_greater, wilcoxon_greater
 from flatminima.stats.intervals import bootstrap_ci, mean_ci
@@ -48,8 +49,10 @@ def test_auto_device_is_cpu_without_cuda_and_bad_names_fail():
     with pytest.raises(ValueError, match="device must be one of auto, cpu, cuda"):
         resolve_device("gpu")
     if not torch.cuda.is_available():
-        with pytest.raises(RuntimeError, match="CUDA is not available"):
+        with pytest.raises(ParameterError, match="torch sees no CUDA GPU here"):
             resolve_device("cuda")
+        with pytest.raises(ParameterError, match="torch sees no CUDA GPU here"):
+            resolve_device("cuda:1")
 
 
 def test_configure_threads_sets_torch_threads():

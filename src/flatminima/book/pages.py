@@ -379,6 +379,5 @@ def check_executed(generated: Path) -> None:
             raise RuntimeError(f"chapter {claim!r} recorded an exception during execution: {path}")
 
 
-__all__ = ["add_provenance_cell", "badge", "build_book", "check_executed", "colab_install_cell",
-           "dashboard_markdown", "escape_md", "provenance_markdown", "result_box_markdown",
-           "runtimes_markdown", "status_markdown", "verdict_reason", "write_dashboard", "write_pages"]
+__all__ = ["PaperRun", "check_executed", "dashboard_markdown", "paper_markdown", "paper_runs", "runtimes_markdown",
+           "status_markdown", "write_dashboard", "write_pages"]

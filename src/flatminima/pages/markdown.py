@@ -116,7 +116,7 @@ def parts_of(record: Mapping[str, Any]) -> list[Mapping[str, Any]]:
 def verdict_reason(record: Mapping[str, Any]) -> str:
     """Why the verdict is what it is, in one plain-text sentence built from the record's parts.
 
-    The verdict combines the parts (:func:`flatminima.stats.combine`): it is *not reproduced* because
+    The verdict combines the parts (:func:`flatminima.stats.decision.combine`): it is *not reproduced* because
     of the parts that are not reproduced, *inconclusive* because of the inconclusive ones, and
     *reproduced* when every part is; the sentence names the deciding parts and their reasons.
     First-edition records (no parts) fall back to the criterion.
