@@ -17,15 +17,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from flatminima.book.build import build_book
 from flatminima.claims.registry import CLAIMS, params_class
 from flatminima.core.device import check_device
 from flatminima.core.errors import ParameterError
 from flatminima.data.fetch import FetchError, fetch, list_data
 from flatminima.data.registry import DatasetNotAvailable
-from flatminima.protocol.params import PRESET_NAMES, RUN_CONTROLS
+from flatminima.protocol.params import PRESET_NAMES, RUN_CONTROLS, parse_value
 from flatminima.run import sweep as sw
 from flatminima.run.runner import (
     PUBLISHED_BESIDE,
@@ -42,26 +40,13 @@ SET_BY_COMMAND = ("preset", "results_dir", "show_progress", "cache_dir", "worker
 """Run controls that the command sets itself (``--preset``, ``--out``, ``--jobs``); ``-p`` refuses them."""
 
 
-def _parse_value(text: str, name: str = "VALUE") -> Any:
-    """YAML scalar/list parsing: ``64`` -> int, ``0.1`` -> float, ``[64, 64]`` -> list, ``mnist`` -> str.
-
-    Text that is not valid YAML (``[32, 32``) is an error, not silently a string.
-    """
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        problem = getattr(exc, "problem", None) or type(exc).__name__
-        raise ParameterError(f"-p {name} {text!r} is not a valid YAML value ({problem}); write a list as "
-                             f"[32, 64], and quote a string that YAML cannot read: '\"{text}\"'") from None
-
-
 def _overrides(pairs: list[list[str]] | None) -> dict[str, Any]:
     out = {}
     for name, value in pairs or []:
         if name in SET_BY_COMMAND:
             raise ParameterError(f"parameter {name!r} is set by the command itself "
                                  f"(use --preset / --out / --jobs); it cannot be passed with -p")
-        out[name] = _parse_value(value, name)
+        out[name] = parse_value(value, name)
     return out
 
 

@@ -27,6 +27,7 @@ from typing import Any
 from scipy import stats as sps
 
 from flatminima.claims.registry import CLAIMS, deviations, resolve
+from flatminima.pages.markdown import fmt
 from flatminima.protocol.record import read_results
 from flatminima.run import runner
 from flatminima.run.runner import published_dir
@@ -92,13 +93,6 @@ def compare_statistic(pub: dict, new: dict, *, level: float = LEVEL) -> tuple[fl
     return d, half, abs(d) <= half
 
 
-def _fmt(x: Any) -> str:
-    try:
-        return f"{float(x):.4g}"
-    except (TypeError, ValueError):
-        return str(x)
-
-
 def compare_records(published: dict, rerun: dict, *, level: float = LEVEL) -> list[Check]:
     """Every check between two records of one claim: verdict, part outcomes, headline statistics."""
     claim = published.get("claim", "?")
@@ -116,11 +110,11 @@ def compare_records(published: dict, rerun: dict, *, level: float = LEVEL) -> li
         label = st.get("label", name)
         what = label if name == "headline" else f"{name}: {label}"
         if other is None:
-            checks.append(Check(claim, what, _fmt(st["value"]), "missing", "", False))
+            checks.append(Check(claim, what, fmt(st["value"], 4), "missing", "", False))
             continue
         d, half, ok = compare_statistic(st, other, level=level)
         scale = " (log)" if st.get("scale") == "log" else ""
-        checks.append(Check(claim, what, _fmt(st["value"]), _fmt(other["value"]),
+        checks.append(Check(claim, what, fmt(st["value"], 4), fmt(other["value"], 4),
                             f"{d:+.3g} +/- {half:.3g}{scale}", ok))
     return checks
 
