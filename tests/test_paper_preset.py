@@ -102,7 +102,7 @@ def test_a_paper_run_lands_in_paper_and_is_reused_then_stale_when_the_notebook_c
 
 def test_a_reduced_paper_run_lists_every_change_from_the_preset_and_the_command_to_redo_it(ptoy_root):
     execute.run_claims(["ptoy"], root=ptoy_root, preset="paper", device="cpu",
-                      overrides={"seeds": [0, 1, 2], "value": 7.5})
+                       overrides={"seeds": [0, 1, 2], "value": 7.5})
     run = book.paper_runs(ptoy_root)["ptoy"]
     assert run.reduced == {"seeds": ([*range(10)], [0, 1, 2]), "value": (5.0, 7.5)}
     assert reduced_text(run.reduced) == "seeds: 0-2 (3 seeds); value 5 → 7.5"

@@ -166,7 +166,7 @@ def test_parallel_runs_each_write_in_their_own_folder(toy_root, monkeypatch):
     monkeypatch.setitem(presets.CLAIMS, "toy2", "toyclaim")
     out = toy_root / "out"
     outcomes = run_claims(["toy", "toy2"], root=toy_root, preset="smoke",
-                                 overrides={"sleep": 2.0}, out_dir=out, device="cpu", jobs=2)
+                          overrides={"sleep": 2.0}, out_dir=out, device="cpu", jobs=2)
     assert [o.status for o in outcomes] == ["ran", "ran"], [o.error for o in outcomes]
     for claim in ("toy", "toy2"):
         assert json.loads((out / "results" / f"{claim}.json").read_text())["claim"] == claim

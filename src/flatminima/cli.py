@@ -314,7 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="a parameter fixed for every grid cell (YAML value)")
     swp.add_argument("--preset", default="smoke", choices=PRESET_NAMES)
     swp.add_argument("--seeds", default=None, help="seeds per grid cell: 0-4, 0-4,10 or [1, 2] (default: the preset's)")
-    swp.add_argument("--executor", default="local", choices=("local", "slurm"),
+    swp.add_argument("--executor", default="local", choices=sw.EXECUTORS,
                      help="local: processes on this machine (one torch thread each); slurm: job arrays")
     swp.add_argument("--slurm-partition", default=None, metavar="P", help="Slurm partition of the jobs")
     swp.add_argument("--slurm-gpus", type=int, default=0, metavar="N", help="GPUs per Slurm job (then device cuda)")
