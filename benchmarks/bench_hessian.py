@@ -30,8 +30,9 @@ from scipy.sparse.linalg import LinearOperator, eigsh
 from torch.func import grad_and_value
 
 from flatminima.core.device import configure_threads
-from flatminima.curvature.hessian import batched, flat_loss_fn, flatten, lanczos, make_hvp, params_of, power_iteration
+from flatminima.curvature.hessian import batched, flat_loss_fn, lanczos, make_hvp, params_of, power_iteration
 from flatminima.data.loaders import load_dataset
+from flatminima.nn.flat import flatten
 from flatminima.nn.models import make_model
 from flatminima.nn.train import train
 

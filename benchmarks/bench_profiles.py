@@ -28,13 +28,13 @@ from flatminima.data.loaders import load_dataset
 from flatminima.landscape.noise import full_batch_loss, langevin_trajectory
 from flatminima.landscape.trajectory import (
     batched_param_loss,
-    flatten_params,
     line_loss,
     mlp_line_loss,
     naive_param_loss,
     profile_widths,
     select_parameters,
 )
+from flatminima.nn.flat import flatten
 from flatminima.nn.models import make_model
 from flatminima.nn.train import train
 
@@ -61,7 +61,7 @@ def main() -> None:
     net = make_model("mlp", data.input_shape, data.num_classes, widths=(50, 50), seed=0).to(dev)
     train(net, data.X_train, data.y_train, lr=0.1, batch_size=50, num_epochs=20, seed=0)
     names = select_parameters(net, "hidden")
-    w0 = flatten_params(dict(net.named_parameters()), names)
+    w0 = flatten(dict(net.named_parameters()), names)[0]
     g = torch.Generator(device="cpu").manual_seed(0)
     dirs = torch.linalg.qr(torch.randn(w0.numel(), 100, generator=g, dtype=torch.float64))[0].T.float().to(dev)
     per = args.points // 100
@@ -96,7 +96,7 @@ def main() -> None:
     loss = full_batch_loss(net, data.X_train, data.y_train)
     steps = 100
     ta = timed(lambda: langevin_trajectory(loss, p0, lr=0.1, temperature=1e-6, num_steps=steps,
-                                           record=lambda p: flatten_params(p, names)), repeat=2) / steps
+                                           record=lambda p: flatten(p, names)[0]), repeat=2) / steps
     gfn = grad(loss)
     tg = timed(lambda: [gfn(p0) for _ in range(steps)], repeat=2) / steps
     print(f"Langevin step (autograd): {ta * 1e3:.2f} ms; torch.func.grad alone: {tg * 1e3:.2f} ms "

@@ -74,7 +74,7 @@ def write_toy_project(root: Path, monkeypatch, *, claim: str, module: str, sourc
     from nbformat.v4 import new_code_cell, new_notebook
 
     from flatminima.claims import registry as presets
-    from flatminima.run import runner
+    from flatminima.run import publish
 
     (root / "_toc.yml").write_text("root: intro\n")
     (root / "notebooks").mkdir()
@@ -87,7 +87,7 @@ def write_toy_project(root: Path, monkeypatch, *, claim: str, module: str, sourc
     nbformat.write(nb, root / "notebooks" / f"{claim}.ipynb")
     monkeypatch.syspath_prepend(str(pkg))
     monkeypatch.setitem(presets.CLAIMS, claim, module)
-    monkeypatch.setattr(runner, "claim_source_hash", lambda claim: "pinned")
+    monkeypatch.setattr(publish, "claim_source_hash", lambda claim: "pinned")
     sys.modules.pop(module, None)
     return root
 

@@ -13,7 +13,9 @@ from pathlib import Path
 
 import torch
 
+from flatminima.protocol.contract import Aggregate, Part, Statistic
 from flatminima.protocol.params import ClaimParams, param
+from flatminima.stats.decision import Verdict
 from flatminima.stats.intervals import statistic
 
 
@@ -53,8 +55,10 @@ def run_seed(params: Params, seed: int, device: torch.device) -> dict:
             "w": w.cpu().tolist(), "converged": loss < 0.1}
 
 
-def aggregate(params: Params, records: list[dict]) -> dict:
+def aggregate(params: Params, records: list[dict]) -> Aggregate:
     """The headline: mean offset over seeds (Student t 95% interval), and a verdict."""
-    head = statistic("mean offset", [r["offset"] for r in records])
-    return {"headline": head, "verdict": "reproduced" if head["value"] > 20 else "inconclusive",
-            "parts": [{"name": "Part A", "statistic": statistic("loss", [r["loss"] for r in records])}]}
+    head = Statistic.from_dict(statistic("mean offset", [r["offset"] for r in records]))
+    outcome = Verdict.REPRODUCED if head.value > 20 else Verdict.INCONCLUSIVE
+    part = Part("Part A", outcome, f"mean offset {head.value:.3g}",
+                Statistic.from_dict(statistic("loss", [r["loss"] for r in records])))
+    return Aggregate(verdict=outcome, parts=(part,), headline=head, statistics={}, criterion="mean offset > 20")

@@ -24,7 +24,7 @@ import torch
 
 from flatminima import cli
 from flatminima.claims import registry as presets
-from flatminima.run.runner import check_published
+from flatminima.run.publish import check_published
 
 from .test_runner import toy_root  # noqa: F401 - the fixture
 
@@ -129,9 +129,9 @@ LAUNCHER = textwrap.dedent("""\
     import sys
     sys.path.insert(0, {pkg!r})
     from flatminima.claims import registry as presets
-    from flatminima.run import runner
+    from flatminima.run import publish
     presets.CLAIMS["toy"] = presets.CLAIMS["toy2"] = "toyclaim"
-    runner.claim_source_hash = lambda claim: "pinned"
+    publish.claim_source_hash = lambda claim: "pinned"
     from flatminima.cli import main
     sys.exit(main(sys.argv[1:]))
 """)

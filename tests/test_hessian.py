@@ -10,7 +10,6 @@ from flatminima.core.device import configure_threads
 from flatminima.curvature.hessian import (
     batched,
     dense_hessian,
-    flatten,
     hessian_trace,
     hutchinson_trace,
     lanczos,
@@ -18,8 +17,8 @@ from flatminima.curvature.hessian import (
     params_of,
     power_iteration,
     top_eigenvalue,
-    unflatten,
 )
+from flatminima.nn.flat import flatten, unflatten
 from flatminima.nn.models import make_model
 
 configure_threads(1)  # the project's CPU policy: one torch thread per process

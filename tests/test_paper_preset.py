@@ -19,7 +19,7 @@ from flatminima.claims import registry as presets
 from flatminima.core.errors import ParameterError
 from flatminima.data.registry import DatasetNotAvailable
 from flatminima.pages.markdown import reduced_text
-from flatminima.run import runner
+from flatminima.run import checks, execute, publish
 
 from .conftest import TOY_RUN_CONTROLS, write_toy_project
 
@@ -73,18 +73,18 @@ def ptoy_root(tmp_path, monkeypatch):
 
 
 def test_published_dir_keeps_the_paper_preset_beside_the_chapters(tmp_path):
-    assert runner.published_dir(tmp_path, "cpu") == tmp_path / "book" / "generated"
-    assert runner.published_dir(tmp_path, "smoke") == tmp_path / "book" / "generated"
-    assert runner.published_dir(tmp_path, "paper") == tmp_path / "book" / "generated" / "paper"
+    assert publish.published_dir(tmp_path, "cpu") == tmp_path / "book" / "generated"
+    assert publish.published_dir(tmp_path, "smoke") == tmp_path / "book" / "generated"
+    assert publish.published_dir(tmp_path, "paper") == tmp_path / "book" / "generated" / "paper"
 
 
 def test_a_paper_run_lands_in_paper_and_is_reused_then_stale_when_the_notebook_changes(ptoy_root):
     gen = ptoy_root / "book" / "generated"
-    first = runner.run_claims(["ptoy"], root=ptoy_root, preset="paper", device="cpu")[0]
+    first = execute.run_claims(["ptoy"], root=ptoy_root, preset="paper", device="cpu")[0]
     assert first.status == "ran" and first.results == gen / "paper" / "results" / "ptoy.json"
     assert not (gen / "ptoy.ipynb").exists(), "a paper run must not replace the book's chapter"
-    assert runner.published_state(ptoy_root, gen / "paper", "ptoy").ok
-    assert runner.run_claims(["ptoy"], root=ptoy_root, preset="paper", device="cpu")[0].status == "reused"
+    assert publish.published_state(ptoy_root, gen / "paper", "ptoy").ok
+    assert execute.run_claims(["ptoy"], root=ptoy_root, preset="paper", device="cpu")[0].status == "reused"
 
     run = book.paper_runs(ptoy_root)["ptoy"]
     assert run.record["preset"] == "paper" and run.current and run.reduced == {}
@@ -92,7 +92,7 @@ def test_a_paper_run_lands_in_paper_and_is_reused_then_stale_when_the_notebook_c
     nb = nbformat.read(ptoy_root / "notebooks" / "ptoy.ipynb", as_version=4)
     nb.cells.append(nbformat.v4.new_markdown_cell("A new paragraph."))
     nbformat.write(nb, ptoy_root / "notebooks" / "ptoy.ipynb")
-    state = runner.published_state(ptoy_root, gen / "paper", "ptoy")
+    state = publish.published_state(ptoy_root, gen / "paper", "ptoy")
     assert not state.ok and state.reason == "inputs changed"
     stale = book.paper_runs(ptoy_root)["ptoy"]
     assert stale.record is not None and not stale.current, "a stale run is still shown, marked stale"
@@ -101,8 +101,8 @@ def test_a_paper_run_lands_in_paper_and_is_reused_then_stale_when_the_notebook_c
 
 
 def test_a_reduced_paper_run_lists_every_change_from_the_preset_and_the_command_to_redo_it(ptoy_root):
-    runner.run_claims(["ptoy"], root=ptoy_root, preset="paper", device="cpu",
-                      overrides={"seeds": [0, 1, 2], "value": 7.5})
+    execute.run_claims(["ptoy"], root=ptoy_root, preset="paper", device="cpu",
+                       overrides={"seeds": [0, 1, 2], "value": 7.5})
     run = book.paper_runs(ptoy_root)["ptoy"]
     assert run.reduced == {"seeds": ([*range(10)], [0, 1, 2]), "value": (5.0, 7.5)}
     assert reduced_text(run.reduced) == "seeds: 0-2 (3 seeds); value 5 → 7.5"
@@ -132,14 +132,14 @@ def test_the_dashboard_has_a_paper_column_saying_why_a_claim_was_not_run(ptoy_ro
 
 
 def test_missing_data_are_refused_before_any_work_with_what_where_and_how(ptoy_root, tmp_path):
-    assert runner.missing_data(presets.resolve("gradient-mismatch", "paper")) == [("duo_dataset", "cifar10")]
-    assert runner.missing_data(presets.resolve("sharp-minima", "paper")) == [("dataset", "mnist")]
-    assert runner.missing_data(presets.resolve("sharp-minima", "cpu")) == []
+    assert checks.missing_data(presets.resolve("gradient-mismatch", "paper")) == [("duo_dataset", "cifar10")]
+    assert checks.missing_data(presets.resolve("sharp-minima", "paper")) == [("dataset", "mnist")]
+    assert checks.missing_data(presets.resolve("sharp-minima", "cpu")) == []
     with pytest.raises(DatasetNotAvailable, match=r"'dataset' = 'mnist' needs the mnist files under .*no-data.*"
                                                   r"flatminima data fetch mnist"):
-        runner.check_params("sharp-minima", "paper")
+        checks.check_params("sharp-minima", "paper")
     with pytest.raises(DatasetNotAvailable, match="on a machine that is online"):
-        runner.check_params("ptoy", "paper", {"dataset": "cifar10"})
+        checks.check_params("ptoy", "paper", {"dataset": "cifar10"})
     out = ptoy_root / "book" / "generated" / "paper"
     assert cli.main(["run", "ptoy", "--preset", "paper", "-p", "dataset", "mnist", "--root", str(ptoy_root)]) == 2
     assert not (out / "ptoy.ipynb").exists()
@@ -164,7 +164,7 @@ def test_the_toc_gains_a_part_for_the_paper_preset_chapters(ptoy_root):
     (ptoy_root / "_toc.yml").write_text(yaml.safe_dump({"root": "intro", "parts": [
         {"caption": "Claims", "chapters": [{"file": "x"}]}, {"caption": "Back matter", "chapters": [{"file": "y"}]}]}))
     assert book.toc_with_sweeps(ptoy_root) == ptoy_root / "_toc.yml"
-    runner.run_claims(["ptoy"], root=ptoy_root, preset="paper", device="cpu")
+    execute.run_claims(["ptoy"], root=ptoy_root, preset="paper", device="cpu")
     toc = yaml.safe_load(book.toc_with_sweeps(ptoy_root).read_text())
     assert [p["caption"] for p in toc["parts"]] == ["Claims", "At the paper preset", "Back matter"]
     assert toc["parts"][1]["chapters"] == [{"file": "book/generated/paper/ptoy",
@@ -172,7 +172,7 @@ def test_the_toc_gains_a_part_for_the_paper_preset_chapters(ptoy_root):
 
 
 def test_status_and_runtime_pages_list_the_paper_runs(ptoy_root):
-    runner.run_claims(["ptoy"], root=ptoy_root, preset="paper", device="cpu", overrides={"num_seeds": 2})
+    execute.run_claims(["ptoy"], root=ptoy_root, preset="paper", device="cpu", overrides={"num_seeds": 2})
     gen = ptoy_root / "book" / "generated"
     status = book.status_markdown(gen)
     assert "[A toy chapter](paper/ptoy.ipynb)" in status and "  - paper" in status
@@ -180,12 +180,12 @@ def test_status_and_runtime_pages_list_the_paper_runs(ptoy_root):
 
 
 def test_an_empty_sweep_is_allowed_where_declared_and_refused_elsewhere():
-    params = runner.check_params("variance-flatness", "cpu", {"sweep_lrs": [], "sweep_batch_sizes": []})
+    params = checks.check_params("variance-flatness", "cpu", {"sweep_lrs": [], "sweep_batch_sizes": []})
     from flatminima.claims.variance_flatness import sweep_points
 
     assert sweep_points(params) == []
     with pytest.raises(ParameterError, match="'window_sweep_epochs'"):
-        runner.check_params("variance-flatness", "cpu", {"window_sweep_epochs": []})
+        checks.check_params("variance-flatness", "cpu", {"window_sweep_epochs": []})
 
 
 def test_deviations_ignore_run_controls_and_compare_lists_with_tuples():
@@ -210,10 +210,10 @@ def test_relabel_prefixes_every_figure_label_and_its_references_only():
         nbformat.v4.new_code_cell("1", metadata={"mystnb": {"figure": {"name": "fig-a", "caption": "A"}}}),
         nbformat.v4.new_code_cell("2", metadata={"mystnb": {"figure": {"name": "fig-ab"}}}),
         nbformat.v4.new_markdown_cell("See {numref}`fig-a` and {numref}`fig-ab`; fig-abc and xfig-a stay.")])
-    runner.relabel(nb, "paper")
+    publish.relabel(nb, "paper")
     assert [c.metadata["mystnb"]["figure"]["name"] for c in nb.cells[:2]] == ["paper-fig-a", "paper-fig-ab"]
     assert nb.cells[2].source == "See {numref}`paper-fig-a` and {numref}`paper-fig-ab`; fig-abc and xfig-a stay."
-    runner.relabel(nb, "paper")  # idempotent
+    publish.relabel(nb, "paper")  # idempotent
     assert nb.cells[0].metadata["mystnb"]["figure"]["name"] == "paper-fig-a"
 
 

@@ -11,8 +11,9 @@ import nbformat
 import pytest
 
 from flatminima.claims import registry as presets
-from flatminima.run import runner
-from flatminima.run.runner import find_root, inputs_hash, run_claim
+from flatminima.run import publish
+from flatminima.run.execute import run_claim, run_claims
+from flatminima.run.publish import find_root, inputs_hash
 
 from .conftest import TOY_RUN_CONTROLS, write_toy_project
 
@@ -145,7 +146,7 @@ def test_inputs_hash_depends_on_parameters_and_notebook(toy_root):
 def test_a_change_to_the_library_source_invalidates_the_run(toy_root, monkeypatch):
     out = toy_root / "out"
     assert run_claim("toy", root=toy_root, preset="smoke", out_dir=out, device="cpu").status == "ran"
-    monkeypatch.setattr(runner, "claim_source_hash", lambda claim: "edited")
+    monkeypatch.setattr(publish, "claim_source_hash", lambda claim: "edited")
     assert run_claim("toy", root=toy_root, preset="smoke", out_dir=out, device="cpu").status == "ran"
 
 
@@ -164,8 +165,8 @@ def test_parallel_runs_each_write_in_their_own_folder(toy_root, monkeypatch):
     nbformat.write(nb, second)
     monkeypatch.setitem(presets.CLAIMS, "toy2", "toyclaim")
     out = toy_root / "out"
-    outcomes = runner.run_claims(["toy", "toy2"], root=toy_root, preset="smoke",
-                                 overrides={"sleep": 2.0}, out_dir=out, device="cpu", jobs=2)
+    outcomes = run_claims(["toy", "toy2"], root=toy_root, preset="smoke",
+                          overrides={"sleep": 2.0}, out_dir=out, device="cpu", jobs=2)
     assert [o.status for o in outcomes] == ["ran", "ran"], [o.error for o in outcomes]
     for claim in ("toy", "toy2"):
         assert json.loads((out / "results" / f"{claim}.json").read_text())["claim"] == claim
@@ -186,7 +187,7 @@ def test_lock_is_reentrant_in_one_process_and_released_after(tmp_path):
 
 
 def test_empty_tuple_is_accepted_where_the_default_is_empty(toy_root, monkeypatch):
-    from flatminima.run.runner import check_params
+    from flatminima.run.checks import check_params
 
     params = check_params("toy", "smoke", {"seeds": [3, 4]})
     assert params.seeds == (3, 4)

@@ -22,6 +22,7 @@ from flatminima.claims import registry as presets
 from flatminima.core.errors import ParameterError
 from flatminima.protocol import replicates
 from flatminima.run import sweep as sw
+from flatminima.run.sweep import execute as sw_execute
 
 from . import sweep_toy as toy
 
@@ -48,7 +49,7 @@ def test_parse_grid_reads_yaml_values_and_lists():
 
 
 @pytest.mark.parametrize("spec, message", [("lr", "NAME=V1,V2"), ("lr=", "NAME=V1,V2"),
-                                           ("lr=0.1,0.1", "repeats a value"), ("lr=[0.1", "not a YAML list")])
+                                           ("lr=0.1,0.1", "repeats a value"), ("lr=[0.1", "not a valid YAML value"), ("lr=0.1,[", "not a valid YAML value")])
 def test_parse_grid_rejects_malformed_specs(spec, message):
     with pytest.raises(ParameterError, match=message):
         sw.parse_grid([spec])
@@ -162,7 +163,7 @@ def test_cli_sweep_2x2x3_tables_statistics_page_and_resume(toy_claim, tmp_path, 
 def test_interrupted_sweep_cancels_jobs_and_resumes_only_missing_points(toy_claim, tmp_path, monkeypatch):
     plan = sw.plan(toy_claim, {"lr": [0.1, 0.2]}, seeds="0-1", fixed={"num_steps": 20000})
     cache, folder = tmp_path / "seeds", tmp_path / "jobs"
-    real_sleep = sw.time.sleep
+    real_sleep = sw_execute.time.sleep
 
     class Clock:  # the driver's time module, whose sleep is "Ctrl-C" once a first point is stored
         def __getattr__(self, name):
@@ -174,10 +175,10 @@ def test_interrupted_sweep_cancels_jobs_and_resumes_only_missing_points(toy_clai
             if _records(cache):
                 raise KeyboardInterrupt
 
-    monkeypatch.setattr(sw, "time", Clock())
+    monkeypatch.setattr(sw_execute, "time", Clock())
     with pytest.raises(KeyboardInterrupt):
         sw.run(plan, cache_dir=cache, folder=folder, max_parallel=1, show_progress=False, poll_s=0.05)
-    monkeypatch.setattr(sw, "time", __import__("time"))
+    monkeypatch.setattr(sw_execute, "time", __import__("time"))
     first = len(_records(cache))
     assert 1 <= first < 4
     outcomes = sw.run(plan, cache_dir=cache, folder=folder, max_parallel=2, show_progress=False)

@@ -11,7 +11,6 @@ from flatminima.landscape.trajectory import (
     WeightRecorder,
     batched_param_loss,
     fit_power_law,
-    flatten_params,
     line_loss,
     loss_profiles,
     make_line_loss,
@@ -21,6 +20,7 @@ from flatminima.landscape.trajectory import (
     select_parameters,
     trajectory_pca,
 )
+from flatminima.nn.flat import flatten
 from flatminima.nn.models import MLP
 from flatminima.nn.train import train
 
@@ -90,7 +90,7 @@ def _tiny_problem(seed: int = 0):
 def test_batched_loss_equals_a_loop_over_model_copies(which):
     net, X, y = _tiny_problem()
     names = select_parameters(net, which)
-    w0 = flatten_params(dict(net.named_parameters()), names)
+    w0 = flatten(dict(net.named_parameters()), names)[0]
     W = w0 + 0.3 * torch.randn(9, w0.numel(), generator=torch.Generator().manual_seed(1))
     before = {k: v.clone() for k, v in net.state_dict().items()}
     batched = batched_param_loss(net, X, y, names, chunk_size=4, data_chunk=20)(W)
@@ -107,7 +107,7 @@ def test_batched_loss_equals_a_loop_over_model_copies(which):
 ])
 def test_fast_mlp_line_loss_equals_full_forward_passes(names):
     net, X, y = _tiny_problem(3)
-    w0 = flatten_params(dict(net.named_parameters()), names)
+    w0 = flatten(dict(net.named_parameters()), names)[0]
     P = _orthonormal(5, w0.numel(), 7).float()
     idx = torch.tensor([0, 4, 2, 2, 1, 3, 0])
     theta = torch.tensor([0.0, 0.5, -1.5, 3.0, -0.2, 1.0, -2.5])
@@ -122,7 +122,7 @@ def test_line_loss_falls_back_to_vmap_for_parameters_of_several_layers():
     names = ["layers.0.weight", "layers.1.weight"]
     with pytest.raises(ValueError, match="one layer"):
         mlp_line_loss(net, X, y, names, torch.zeros(1, 65))
-    w0 = flatten_params(dict(net.named_parameters()), names)
+    w0 = flatten(dict(net.named_parameters()), names)[0]
     P = _orthonormal(2, w0.numel(), 8).float()
     along = make_line_loss(net, X, y, names, P)
     torch.testing.assert_close(along(torch.tensor([1]), torch.tensor([0.7])),
@@ -132,7 +132,7 @@ def test_line_loss_falls_back_to_vmap_for_parameters_of_several_layers():
 def test_loss_profiles_evaluate_every_direction_and_step():
     net, X, y = _tiny_problem(1)
     names = select_parameters(net, "hidden")
-    w0 = flatten_params(dict(net.named_parameters()), names)
+    w0 = flatten(dict(net.named_parameters()), names)[0]
     P = _orthonormal(3, w0.numel(), 4).float()
     along = make_line_loss(net, X, y, names, P)
     prof = loss_profiles(along, [0, 2], torch.tensor([-0.5, 0.0, 1.0]))

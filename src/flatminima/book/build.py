@@ -10,8 +10,8 @@ import yaml
 from flatminima.book.pages import chapter_title, check_executed, read_record, write_pages
 from flatminima.claims.registry import CLAIM_TITLES, CLAIMS
 from flatminima.core.io import atomic_write_text
-from flatminima.run.runner import published_dir
-from flatminima.run.sweep import toc_part
+from flatminima.run.publish import published_dir
+from flatminima.run.sweep.report import toc_part
 
 
 def paper_toc_part(root: Path, preset: str = "paper") -> dict | None:

@@ -1,6 +1,6 @@
 """The book's generated pages: the claims dashboard (with the paper-preset column), the execution-status page
 and the run-time table of the teaching page, written from the published records so every number on them
-comes from a run (see :mod:`flatminima.run.runner` for what is published where)."""
+comes from a run (see :mod:`flatminima.run.publish` for what is published where)."""
 from __future__ import annotations
 
 import re
@@ -29,7 +29,8 @@ from flatminima.pages.markdown import (
 )
 from flatminima.protocol.params import PRESET_NAMES
 from flatminima.protocol.record import read_results
-from flatminima.run.runner import PUBLISHED_BESIDE, missing_data, published_dir, published_state
+from flatminima.run.checks import missing_data
+from flatminima.run.publish import PUBLISHED_BESIDE, published_dir, published_state
 
 
 def _claim_link(claim: str, title: str) -> str:
@@ -122,7 +123,7 @@ class PaperRun:
     """What the book knows of one claim's run at a preset published beside the chapters (``paper``).
 
     ``record`` is the published record (None: not run); ``current`` whether today's notebook and
-    library would reuse it (:func:`flatminima.run.runner.published_state`); ``reduced`` the parameters
+    library would reuse it (:func:`flatminima.run.publish.published_state`); ``reduced`` the parameters
     that differ from the preset, ``{name: (preset's value, value used)}``; ``not_run`` why there is
     no run (the data a run needs that are not here, or the scale).
     """

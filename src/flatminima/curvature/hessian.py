@@ -27,6 +27,8 @@ from torch import nn
 from torch.func import functional_call, grad, jvp, vmap
 from torch.nn import functional as F
 
+from flatminima.nn.flat import FlatSpec, flatten, unflatten
+
 Params = dict[str, torch.Tensor]
 MatVec = Callable[[torch.Tensor], torch.Tensor]
 
@@ -37,20 +39,7 @@ LANCZOS_STABLE = 0.1
 HVP_METHODS = ("jvp", "double_backward")
 
 
-# ----------------------------------------------------------------------------- flat parameters
-@dataclass(frozen=True)
-class FlatSpec:
-    """How a flat vector maps back to named parameter tensors."""
-
-    names: tuple[str, ...]
-    shapes: tuple[torch.Size, ...]
-    numels: tuple[int, ...]
-
-    @property
-    def dim(self) -> int:
-        return sum(self.numels)
-
-
+# ----------------------------------------------------------------------------- parameters (flat: flatminima.nn.flat)
 def params_of(net: nn.Module) -> Params:
     """Detached copies of ``net``'s parameters, by name (the model itself is not touched).
 
@@ -65,23 +54,6 @@ def params_of(net: nn.Module) -> Params:
         The parameters, detached and cloned.
     """
     return {k: v.detach().clone() for k, v in net.named_parameters()}
-
-
-def flatten(params: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, FlatSpec]:
-    """Concatenate ``params`` into one vector; return it with the :class:`FlatSpec` to undo it."""
-    names = tuple(params)
-    spec = FlatSpec(names, tuple(params[k].shape for k in names), tuple(params[k].numel() for k in names))
-    flat = torch.cat([params[k].detach().reshape(-1) for k in names]) if names else torch.zeros(0)
-    return flat, spec
-
-
-def unflatten(flat: torch.Tensor, spec: FlatSpec) -> Params:
-    """The inverse of :func:`flatten` (views into ``flat``, differentiable)."""
-    out, i = {}, 0
-    for name, shape, n in zip(spec.names, spec.shapes, spec.numels):
-        out[name] = flat[i:i + n].reshape(shape)
-        i += n
-    return out
 
 
 def _chunks(n: int, chunk_size: int) -> list[tuple[int, int]]:

@@ -36,16 +36,15 @@ from torch.func import functional_call
 
 from flatminima.curvature.hessian import (
     EigResult,
-    FlatSpec,
     MatVec,
     Params,
-    flatten,
     lanczos,
     loss_and_grad,
     loss_value,
     make_hvp,
     params_of,
 )
+from flatminima.nn.flat import FlatSpec, flatten
 
 
 # ----------------------------------------------------------------------------- Keskar eq. (3)

@@ -22,8 +22,7 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 from torch.nn import functional as F
 
-from flatminima.curvature.hessian import flatten
-from flatminima.landscape.trajectory import unflatten_params
+from flatminima.nn.flat import flatten, unflatten
 from flatminima.nn.train import check_finite
 
 ParamDict = dict[str, torch.Tensor]
@@ -178,12 +177,12 @@ def subspace_potential(net: nn.Module, X: torch.Tensor, y: torch.Tensor, names: 
         raise ValueError(f"restraint must be > 0 to give the potential a minimum, got {restraint}")
     base = {k: v.detach() for k, v in net.named_parameters()}
     buffers = {k: v.detach() for k, v in net.named_buffers()}
-    w_s = flatten({k: base[k] for k in names})[0]
+    w_s, spec = flatten(base, names)
     B = torch.as_tensor(basis).to(w_s)
 
     def U(p: ParamDict) -> torch.Tensor:
         z = p["z"]
-        sub = unflatten_params(w_s + z @ B, base, names)
+        sub = unflatten(w_s + z @ B, spec)
         out = functional_call(net, ({**base, **sub}, buffers), (X,))
         return loss_fn(out, y) + 0.5 * restraint * (z * z).sum()
 

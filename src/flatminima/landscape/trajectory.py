@@ -31,7 +31,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 from torch.nn import functional as F
 
-from flatminima.curvature.hessian import FlatSpec, flatten, unflatten
+from flatminima.nn.flat import FlatSpec, flatten, unflatten
 from flatminima.nn.models import MLP
 from flatminima.stats.intervals import Interval
 
@@ -55,18 +55,11 @@ def select_parameters(net: nn.Module, which: str = "hidden") -> list[str]:
     raise ValueError(f"weights must be 'hidden' or 'all', got {which!r}")
 
 
-def flatten_params(params: dict[str, torch.Tensor], names: Sequence[str]) -> torch.Tensor:
-    """Concatenate ``params[name]`` for ``names`` into one detached vector (:func:`flatminima.curvature.hessian.flatten`)."""
-    return flatten({n: params[n] for n in names})[0]
-
-
 def unflatten_params(w: torch.Tensor, like: dict[str, torch.Tensor],
                      names: Sequence[str]) -> dict[str, torch.Tensor]:
-    """Split the vector ``w`` into tensors shaped like ``like[name]`` for ``names`` (:func:`flatminima.curvature.hessian.unflatten`)."""
-    spec = FlatSpec(tuple(names), tuple(like[n].shape for n in names), tuple(like[n].numel() for n in names))
-    if spec.dim != w.shape[-1]:
-        raise ValueError(f"vector has {w.shape[-1]} entries, parameters {list(names)} need {spec.dim}")
-    return unflatten(w, spec)
+    """Transitional: ``unflatten(w, FlatSpec.of(like, names))`` of :mod:`flatminima.nn.flat`, kept only until
+    ``claims/variance_flatness.py`` imports :mod:`flatminima.nn.flat`; then delete it."""
+    return unflatten(w, FlatSpec.of(like, names))
 
 
 # ----------------------------------------------------------------------------- recording
@@ -178,7 +171,7 @@ def batched_param_loss(net: nn.Module, X: torch.Tensor, y: torch.Tensor, names: 
 
     def one(w: torch.Tensor, Xc: torch.Tensor, yc: torch.Tensor) -> torch.Tensor:
         params = dict(base)
-        params.update(unflatten_params(w, base, names))
+        params.update(unflatten(w, FlatSpec.of(base, names)))
         out = functional_call(net, (params, buffers), (Xc,))
         return loss_fn(out, yc, reduction="sum")
 
@@ -301,7 +294,7 @@ def make_line_loss(net: nn.Module, X: torch.Tensor, y: torch.Tensor, names: Sequ
     if method == "mlp":
         return mlp_line_loss(net, X, y, names, directions, loss_fn=loss_fn, chunk_size=chunk_size)
     if method == "vmap":
-        w0 = flatten_params(dict(net.named_parameters()), names)
+        w0 = flatten(dict(net.named_parameters()), names)[0]
         return line_loss(batched_param_loss(net, X, y, names, loss_fn=loss_fn, chunk_size=chunk_size), w0,
                          directions)
     raise ValueError(f"method must be 'auto', 'mlp' or 'vmap', got {method!r}")
@@ -318,7 +311,7 @@ def naive_param_loss(net: nn.Module, X: torch.Tensor, y: torch.Tensor, names: Se
         for w in W:
             m = copy.deepcopy(net)
             params = dict(m.named_parameters())
-            for n, t in unflatten_params(w, params, names).items():
+            for n, t in unflatten(w, FlatSpec.of(params, names)).items():
                 params[n].copy_(t)
             out.append(loss_fn(m(X), y))
         return torch.stack(out)

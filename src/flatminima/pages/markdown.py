@@ -8,6 +8,8 @@ maths when it uses only ordinary TeX (no ``\\href``, ``\\class``, macro definiti
 from __future__ import annotations
 
 import datetime
+import math
+import numbers
 import re
 import uuid
 from collections.abc import Iterable, Mapping
@@ -72,12 +74,17 @@ def escape_md(text: Any, *, math: bool = True) -> str:
     return "".join(out)
 
 
-def fmt(x: Any) -> str:
+def fmt(x: Any, digits: int = 3, missing: str = "n/a") -> str:
+    """A number for a page or a table: ``digits`` significant digits, NaN as ``n/a``, None as ``missing``.
+
+    The one number formatter of the pages, the sweep pages and ``flatminima verify``; booleans and
+    text are written as they are.
+    """
     if isinstance(x, bool):
         return str(x)
-    if isinstance(x, (int, float)):
-        return f"{x:.3g}"
-    return "n/a" if x is None else str(x)
+    if isinstance(x, numbers.Real):
+        return "n/a" if math.isnan(x) else f"{x:.{digits}g}"
+    return missing if x is None else str(x)
 
 
 def badge(outcome: Any) -> str:

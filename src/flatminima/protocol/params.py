@@ -20,6 +20,8 @@ import typing
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
+import yaml
+
 from flatminima.core.errors import ParameterError
 
 PRESET_NAMES: tuple[str, ...] = ("smoke", "cpu", "paper")
@@ -42,6 +44,21 @@ MAX_SEEDS = 10_000
 SEEDS_HELP = ("seeds of the replications, a list [100, 101, 102] or an inclusive range 100-119 "
               "(default: 0 to num_seeds-1); each seed fixes its initial point, data order, data subset "
               "and sampled directions")
+
+
+def parse_value(text: str, name: str = "VALUE", *, option: str = "-p") -> Any:
+    """One parameter value written as YAML: ``64`` -> int, ``0.1`` -> float, ``[64, 64]`` -> list, ``mnist`` -> str.
+
+    The one parser of values typed on the command line (``-p NAME VALUE``, ``--grid NAME=V1,V2``).
+    Text that is not valid YAML (``[32, 32``) raises :class:`~flatminima.core.errors.ParameterError`
+    naming ``option`` and ``name``; it is never silently kept as a string.
+    """
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise ParameterError(f"{option} {name} {text!r} is not a valid YAML value ({problem}); write a list as "
+                             f"[32, 64], and quote a string that YAML cannot read: '\"{text}\"'") from None
 
 
 def parse_seeds(value: Any) -> tuple[int, ...]:

@@ -69,7 +69,7 @@ RESULTS_SCHEMA: dict[str, Any] = {
 }
 """JSON Schema (draft 2020-12) of a results record: checked when a record is written and when it is read.
 
-``inputs_hash`` is stamped by :mod:`flatminima.run.runner` when it publishes a run: the hash of the
+``inputs_hash`` is stamped by :mod:`flatminima.run.publish` when it publishes a run: the hash of the
 notebook, parameters and library source that produced the record.
 """
 

@@ -5,8 +5,8 @@ Every claim module exposes a pure per-seed function ``run_seed(params, seed, dev
 from ``seed``) and an aggregation step over the per-seed records. :func:`run_seeds` runs the
 per-seed function for many seeds:
 
-* **cached**: each finished seed is written atomically to ``cache_dir/<claim>/seed-<seed>-<key>.json``,
-  keyed by :func:`seed_key` (the claim, the function, every parameter except the seed list, the
+* **cached**: each finished seed is written atomically to ``cache_dir/<claim>/seed-<seed>-<key>.json``
+  (:mod:`flatminima.protocol.cache`), keyed by :func:`~flatminima.protocol.cache.seed_key` (the claim, the function, every parameter except the seed list, the
   seed, the package source, the numeric libraries and the CPU kernels in force). Adding seeds, or
   re-running after an interruption, computes only the seeds that are missing;
 * **parallel**: on CPU, ``workers`` spawned processes with one torch thread each (the thread
@@ -17,63 +17,19 @@ per-seed function for many seeds:
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import signal
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from flatminima.core.device import configure_threads
-from flatminima.core.io import atomic_write_text, jsonable
-from flatminima.core.provenance import cpu_capability
-from flatminima.core.sources import closure_hash
+from flatminima.core.io import jsonable
+from flatminima.protocol.cache import EXCLUDED_FROM_KEY, SeedFn, load_cached, seed_key, seed_path, store
 from flatminima.protocol.params import ClaimParams
 
-SeedFn = Callable[[Any, int, torch.device], dict]
-CACHE_FORMAT = 1
-EXCLUDED_FROM_KEY = ("preset", "seeds", "num_seeds")
-"""Parameters that name or count replications rather than shape one: not part of a seed's key."""
-
-
-def seed_key(fn: SeedFn, params: ClaimParams, seed: int, device: torch.device | str = "cpu") -> str:
-    """SHA-256 of everything that determines one seed's record (hex, 20 characters).
-
-    Covers the claim, the function's qualified name, all parameters but the seed list, the seed,
-    the package's source, the torch and numpy versions, the device type and the CPU kernels.
-    """
-    import numpy as np
-
-    values = {k: v for k, v in params.to_dict().items() if k not in EXCLUDED_FROM_KEY}
-    payload = {"format": CACHE_FORMAT, "claim": params.CLAIM, "fn": f"{fn.__module__}.{fn.__qualname__}",
-               "params": values, "seed": int(seed), "source": closure_hash(fn.__module__), "torch": torch.__version__,
-               "numpy": np.__version__, "device": torch.device(device).type, "cpu": cpu_capability()}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
-
-
-def _cache_path(cache_dir: Path, params: ClaimParams, seed: int, key: str) -> Path:
-    return cache_dir / params.CLAIM / f"seed-{seed}-{key}.json"
-
-
-def load_cached(path: Path, key: str) -> dict | None:
-    """The cached record at ``path`` if it is well formed and carries ``key``; None otherwise."""
-    try:
-        entry = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not (isinstance(entry, dict) and entry.get("key") == key and isinstance(entry.get("record"), dict)):
-        return None
-    return entry["record"]
-
-
-def _store(path: Path, params: ClaimParams, seed: int, key: str, record: dict) -> None:
-    entry = {"format": CACHE_FORMAT, "claim": params.CLAIM, "seed": int(seed), "key": key,
-             "record": jsonable(record)}
-    atomic_write_text(path, json.dumps(entry, allow_nan=False) + "\n")
-
+__all__ = ["EXCLUDED_FROM_KEY", "SeedFn", "cache_dir_for", "default_workers", "load_cached", "run_seeds", "seed_key"]
 
 def _worker_init(parent_pid: int) -> None:
     """Runs in each spawned worker: one torch thread, quiet warnings, die with the parent."""
@@ -119,7 +75,7 @@ def run_seeds(fn: SeedFn, params: ClaimParams, seeds: Sequence[int] | None = Non
     todo: list[tuple[int, str]] = []
     for s in seeds:
         key = seed_key(fn, params, s, device)
-        if cache is not None and (hit := load_cached(_cache_path(cache, params, s, key), key)) is not None:
+        if cache is not None and (hit := load_cached(seed_path(cache, params.CLAIM, s, key), key)) is not None:
             records[s] = hit
         else:
             todo.append((s, key))
@@ -127,7 +83,7 @@ def run_seeds(fn: SeedFn, params: ClaimParams, seeds: Sequence[int] | None = Non
     def done(s: int, key: str, rec: dict) -> None:
         records[s] = rec
         if cache is not None:
-            _store(_cache_path(cache, params, s, key), params, s, key, rec)
+            store(seed_path(cache, params.CLAIM, s, key), params.CLAIM, s, key, rec)
 
     workers = default_workers() if workers is None else int(workers)
     if workers < 1:

@@ -27,9 +27,11 @@ from typing import Any
 from scipy import stats as sps
 
 from flatminima.claims.registry import CLAIMS, deviations, resolve
+from flatminima.core.lock import out_lock
+from flatminima.pages.markdown import fmt
 from flatminima.protocol.record import read_results
-from flatminima.run import runner
-from flatminima.run.runner import published_dir
+from flatminima.run.execute import Interrupted, run_claim, stop_on_signals, stop_requested
+from flatminima.run.publish import published_dir
 
 LEVEL = 0.99
 
@@ -92,13 +94,6 @@ def compare_statistic(pub: dict, new: dict, *, level: float = LEVEL) -> tuple[fl
     return d, half, abs(d) <= half
 
 
-def _fmt(x: Any) -> str:
-    try:
-        return f"{float(x):.4g}"
-    except (TypeError, ValueError):
-        return str(x)
-
-
 def compare_records(published: dict, rerun: dict, *, level: float = LEVEL) -> list[Check]:
     """Every check between two records of one claim: verdict, part outcomes, headline statistics."""
     claim = published.get("claim", "?")
@@ -116,11 +111,11 @@ def compare_records(published: dict, rerun: dict, *, level: float = LEVEL) -> li
         label = st.get("label", name)
         what = label if name == "headline" else f"{name}: {label}"
         if other is None:
-            checks.append(Check(claim, what, _fmt(st["value"]), "missing", "", False))
+            checks.append(Check(claim, what, fmt(st["value"], 4), "missing", "", False))
             continue
         d, half, ok = compare_statistic(st, other, level=level)
         scale = " (log)" if st.get("scale") == "log" else ""
-        checks.append(Check(claim, what, _fmt(st["value"]), _fmt(other["value"]),
+        checks.append(Check(claim, what, fmt(st["value"], 4), fmt(other["value"], 4),
                             f"{d:+.3g} +/- {half:.3g}{scale}", ok))
     return checks
 
@@ -174,9 +169,9 @@ def verify(claims: list[str] | None, *, root: Path, preset: str = "cpu", seeds_f
     workers = os.cpu_count() or 1
 
     def one(claim: str) -> list[Check]:
-        if runner._stop.is_set():
+        if stop_requested():
             return [Check(claim, "re-run", records[claim]["verdict"], "stopped", "not started", False)]
-        outcome = runner.run_claim(claim, root=root, preset=preset, overrides=plan[claim], out_dir=out_dir,
+        outcome = run_claim(claim, root=root, preset=preset, overrides=plan[claim], out_dir=out_dir,
                                    device=device, force=True, timeout=timeout, workers=workers)
         if outcome.status != "ran":
             checks = [Check(claim, "re-run", records[claim]["verdict"], outcome.status.upper(), outcome.error, False)]
@@ -189,15 +184,15 @@ def verify(claims: list[str] | None, *, root: Path, preset: str = "cpu", seeds_f
     from concurrent.futures import ThreadPoolExecutor
 
     # claims run in threads even one at a time, so the main thread can take Ctrl-C / SIGTERM and
-    # kill the kernels (runner.stop_on_signals), as `flatminima run` does
-    with runner.out_lock(out_dir), runner.stop_on_signals() as sig:
+    # kill the kernels (flatminima.run.execute.stop_on_signals), as `flatminima run` does
+    with out_lock(out_dir), stop_on_signals() as sig:
         pool = ThreadPoolExecutor(max_workers=max(1, min(jobs, len(claims))))
         try:
             results = [f.result() for f in [pool.submit(one, c) for c in claims]]
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
     if sig.signum is not None:
-        raise runner.Interrupted(sig.signum, [], out_dir)
+        raise Interrupted(sig.signum, [], out_dir)
     checks = [c for group in results for c in group]
     return checks, all(c.match for c in checks)
 
