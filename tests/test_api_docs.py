@@ -27,8 +27,7 @@ import flatminima
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCUMENTED_LAYERS = ("core", "stats", "data", "nn", "curvature", "landscape", "quant")
-PENDING = frozenset({"flatminima.landscape.trajectory", "flatminima.curvature.hessian.flatten",
-                     "flatminima.curvature.hessian.unflatten"})
+PENDING = frozenset({"flatminima.landscape.trajectory"})
 """Modules or functions not yet held to the numpydoc sections (see the module docstring)."""
 
 

@@ -31,7 +31,7 @@ def paper_toc_part(root: Path, preset: str = "paper") -> dict | None:
 def toc_with_sweeps(root: Path) -> Path:
     """``_toc.yml``, or, when paper-preset chapters or sweeps are published under ``book/generated/``,
     a generated copy (``_build/_toc.generated.yml``) with a part for the chapters at the paper preset
-    (:func:`paper_toc_part`) and a "Sweeps" part (:func:`flatminima.sweep.toc_part`), before the back matter.
+    (:func:`paper_toc_part`) and a "Sweeps" part (:func:`flatminima.run.sweep.report.toc_part`), before the back matter.
 
     The static ``_toc.yml`` names neither, so a book without them builds under ``-W``.
     """

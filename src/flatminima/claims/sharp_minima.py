@@ -42,7 +42,6 @@ from flatminima.core.errors import ParameterError
 from flatminima.core.progress import progress
 from flatminima.curvature.hessian import (
     SpectralDensity,
-    flatten,
     hutchinson_trace,
     lanczos,
     loss_and_grad,
@@ -61,6 +60,7 @@ from flatminima.curvature.sharpness import (
 )
 from flatminima.data.loaders import Dataset, load_dataset
 from flatminima.data.registry import DATASETS
+from flatminima.nn.flat import flatten
 from flatminima.nn.models import make_model
 from flatminima.nn.train import train
 from flatminima.protocol.contract import Aggregate, Part, Statistic

@@ -36,7 +36,6 @@ import pandas as pd
 import torch
 
 from flatminima.core.errors import ParameterError
-from flatminima.curvature.hessian import flatten
 from flatminima.data.loaders import load_dataset
 from flatminima.data.registry import DATASETS
 from flatminima.landscape.noise import (
@@ -55,8 +54,8 @@ from flatminima.landscape.trajectory import (
     profile_widths,
     select_parameters,
     trajectory_pca,
-    unflatten_params,
 )
+from flatminima.nn.flat import FlatSpec, flatten, unflatten
 from flatminima.nn.models import ACTIVATIONS, make_model
 from flatminima.nn.train import check_finite, evaluate, train
 from flatminima.protocol.contract import Aggregate, Part, Statistic
@@ -272,7 +271,7 @@ def run_control(start: torch.nn.Module, names: list[str], data, basis: torch.Ten
     with torch.no_grad():
         base = dict(net.named_parameters())
         w_s = flatten({n: base[n] for n in names})[0].to(torch.float64)
-        for n, t in unflatten_params((w_s + z_f @ B.double()).to(B.dtype), base, names).items():
+        for n, t in unflatten((w_s + z_f @ B.double()).to(B.dtype), FlatSpec.of(base, names)).items():
             base[n].copy_(t)
     X, y = data.X_train, data.y_train
     ce = make_line_loss(net, X, y, names, (P @ B.double()).to(B.dtype), chunk_size=params.chunk_size)

@@ -55,13 +55,6 @@ def select_parameters(net: nn.Module, which: str = "hidden") -> list[str]:
     raise ValueError(f"weights must be 'hidden' or 'all', got {which!r}")
 
 
-def unflatten_params(w: torch.Tensor, like: dict[str, torch.Tensor],
-                     names: Sequence[str]) -> dict[str, torch.Tensor]:
-    """Transitional: ``unflatten(w, FlatSpec.of(like, names))`` of :mod:`flatminima.nn.flat`, kept only until
-    ``claims/variance_flatness.py`` imports :mod:`flatminima.nn.flat`; then delete it."""
-    return unflatten(w, FlatSpec.of(like, names))
-
-
 # ----------------------------------------------------------------------------- recording
 class WeightRecorder:
     """A ``train`` step hook that copies the chosen weights into a preallocated buffer.

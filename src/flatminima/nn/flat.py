@@ -34,9 +34,21 @@ class FlatSpec:
 
 def flatten(params: Mapping[str, torch.Tensor],
             names: Sequence[str] | None = None) -> tuple[torch.Tensor, FlatSpec]:
-    """Concatenate ``params[name]`` for ``names`` (default: all, in order) into one detached vector.
+    r"""Concatenate ``params[name]`` for ``names`` into one detached vector :math:`\theta \in \mathbb{R}^d`.
 
-    Returns the vector and the :class:`FlatSpec` that undoes it (:func:`unflatten`).
+    Parameters
+    ----------
+    params : Mapping of str to torch.Tensor
+        Named parameter tensors (e.g. ``dict(net.named_parameters())``).
+    names : sequence of str, optional
+        Which tensors, in which order (default: all of ``params``, in its order).
+
+    Returns
+    -------
+    flat : torch.Tensor
+        The row-major concatenation, in the tensors' own dtype, detached from the graph.
+    spec : FlatSpec
+        The names and shapes that :func:`unflatten` needs to undo it.
     """
     spec = FlatSpec.of(params, names)
     flat = torch.cat([params[k].detach().reshape(-1) for k in spec.names]) if spec.names else torch.zeros(0)
@@ -44,7 +56,25 @@ def flatten(params: Mapping[str, torch.Tensor],
 
 
 def unflatten(flat: torch.Tensor, spec: FlatSpec) -> dict[str, torch.Tensor]:
-    """The inverse of :func:`flatten`: tensors shaped as ``spec`` says (views into ``flat``, differentiable)."""
+    """The inverse of :func:`flatten`: tensors shaped as ``spec`` says.
+
+    Parameters
+    ----------
+    flat : torch.Tensor
+        A vector of ``spec.dim`` entries (its last axis).
+    spec : FlatSpec
+        From :func:`flatten`.
+
+    Returns
+    -------
+    dict of str to torch.Tensor
+        Views into ``flat`` (differentiable), one per name, in ``spec``'s order.
+
+    Raises
+    ------
+    ValueError
+        If ``flat`` has the wrong length.
+    """
     if spec.dim != flat.shape[-1]:
         raise ValueError(f"vector has {flat.shape[-1]} entries, parameters {list(spec.names)} need {spec.dim}")
     out, i = {}, 0
