@@ -29,6 +29,7 @@ import torch
 
 from flatminima.data.mixture import sample_mixture
 from flatminima.data.fetch import FetchError, fetch
+from flatminima.data.registry import DATASETS, OFFLINE_DATASETS, TORCHVISION_DATASETS, DatasetNotAvailable, default_root
 
 
 @dataclass(frozen=True)
