@@ -47,16 +47,15 @@ TOY_PARAMETERS = textwrap.dedent('''\
 
 TOY_BODY = textwrap.dedent('''\
     import ptoyclaim
+    from flatminima.protocol.contract import Aggregate, Part, Statistic
     from flatminima.protocol.record import make_record, write_results
     from flatminima.stats.intervals import statistic
     params = ptoyclaim.Params.from_namespace(globals())
-    head = {**statistic("$x$ <b>bold</b>", [params.value, params.value + 1.0, params.value + 2.0]),
-            "paper": "the paper's *number* 1.23"}
-    write_results(make_record(claim="ptoy", params=params, verdict="reproduced", statistics={"value": params.value},
-                              criterion="none", seeds=list(params.seeds), runtime_s=61.0, device=device,
-                              headline=head,
-                              parts=[{"name": "Part A", "outcome": "reproduced", "reason": "r <script>",
-                                      "statistic": head}]), results_dir)
+    head = Statistic.from_dict({**statistic("$x$ <b>bold</b>", [params.value, params.value + 1.0, params.value + 2.0]),
+                                "paper": "the paper's *number* 1.23"})
+    agg = Aggregate(verdict="reproduced", parts=(Part("Part A", "reproduced", "r <script>", head),), headline=head,
+                    statistics={"value": params.value}, criterion="none")
+    write_results(make_record(params, agg, preregistration=None, runtime_s=61.0, device=device), results_dir)
     print("# A toy chapter")
 ''')
 

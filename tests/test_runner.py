@@ -61,6 +61,7 @@ TOY_PARAMETERS = textwrap.dedent('''\
 TOY_BODY = textwrap.dedent('''\
     import os, pathlib, subprocess, sys, time
     import toyclaim
+    from flatminima.protocol.contract import Aggregate, Statistic
     from flatminima.protocol.record import make_record, write_results
     params = toyclaim.Params.from_namespace(globals())
     if params.explode:
@@ -76,9 +77,9 @@ TOY_BODY = textwrap.dedent('''\
         pathlib.Path(results_dir).mkdir(exist_ok=True)
         pathlib.Path(results_dir, "toy.json").write_text(params.bad_record)
     else:
-        write_results(make_record(claim="toy", params=params, verdict="inconclusive",
-                                  statistics={"value": params.value}, criterion="none", seeds=[0],
-                                  runtime_s=0.0, device=device), results_dir)
+        agg = Aggregate(verdict="inconclusive", parts=(), headline=Statistic("value", params.value),
+                        statistics={"value": params.value}, criterion="none")
+        write_results(make_record(params, agg, preregistration=None, runtime_s=0.0, device=device), results_dir)
 ''')
 
 

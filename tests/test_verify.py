@@ -81,6 +81,7 @@ TOY_MODULE = '''
 from dataclasses import dataclass
 from typing import ClassVar
 import numpy as np
+from flatminima.protocol.contract import Aggregate, Part, Statistic
 from flatminima.protocol.params import ClaimParams, param
 from flatminima.stats.decision import decide
 from flatminima.stats.intervals import statistic
@@ -98,7 +99,9 @@ def run_seed(params, seed, device):
 def aggregate(params, records):
     x = [r["x"] for r in records]
     d = decide(x, smallest_effect=0.2)
-    return d.outcome, statistic("effect", x)
+    head = Statistic.from_dict(statistic("effect", x))
+    return Aggregate(verdict=d.outcome, parts=(Part("Part A", d.outcome, "", head),), headline=head,
+                     statistics={}, criterion="toy")
 '''
 
 TOY_PARAMETERS = textwrap.dedent('''\
@@ -114,11 +117,8 @@ TOY_BODY = textwrap.dedent('''\
     from flatminima.protocol.record import make_record, write_results
     params = vtoyclaim.Params.from_namespace(globals())
     records = run_seeds(vtoyclaim.run_seed, params, cache_dir=cache_dir_for(results_dir, cache_dir), workers=1)
-    verdict, head = vtoyclaim.aggregate(params, records)
-    write_results(make_record(claim="vtoy", params=params, verdict=verdict, statistics={}, criterion="toy",
-                              seeds=list(params.seeds), runtime_s=0.1, device=device, headline=head,
-                              parts=[{"name": "Part A", "outcome": verdict, "reason": "", "statistic": head}]),
-                  results_dir)
+    agg = vtoyclaim.aggregate(params, records)
+    write_results(make_record(params, agg, preregistration=None, runtime_s=0.1, device=device), results_dir)
 ''')
 
 
