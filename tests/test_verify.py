@@ -55,7 +55,21 @@ def test_the_interval_is_welch_at_99_percent():
     from scipy import stats as sps
     assert d == pytest.approx(0.5)
     assert half == pytest.approx(sps.t.ppf(0.995, df) * math.sqrt(0.05))
-    assert ok == (0.5 <= half)
+    assert ok  # 0.5 is inside the 99% interval: half is about 0.82
+
+
+def test_welch_intervals_decide_the_match_as_scipy_does():
+    from scipy import stats as sps
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        a, b = rng.normal(1.0, 0.3, 8), rng.normal(1.0 + rng.uniform(-0.8, 0.8), 0.5, 6)
+        pub = {"value": a.mean(), "se": sps.sem(a), "n": a.size, "scale": "linear"}
+        new = {"value": b.mean(), "se": sps.sem(b), "n": b.size, "scale": "linear"}
+        d, half, ok = compare_statistic(pub, new)
+        ci = sps.ttest_ind(b, a, equal_var=False).confidence_interval(0.99)  # Welch's 99% interval of b - a
+        assert d == pytest.approx(b.mean() - a.mean())
+        assert half == pytest.approx((ci.high - ci.low) / 2)
+        assert ok == (ci.low <= 0 <= ci.high)
 
 
 def test_log_scale_statistics_are_compared_as_log_ratios():
