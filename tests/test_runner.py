@@ -161,7 +161,10 @@ def test_parallel_runs_each_write_in_their_own_folder(toy_root, monkeypatch):
     """Two claims at once (threads): each kernel must run in its own staging folder."""
     second = toy_root / "notebooks" / "toy2.ipynb"
     nb = nbformat.read(toy_root / "notebooks" / "toy.ipynb", as_version=4)
-    nb.cells[1].source = nb.cells[1].source.replace('claim="toy"', 'claim="toy2"')
+    params_line = "params = toyclaim.Params.from_namespace(globals())"
+    assert params_line in nb.cells[1].source
+    nb.cells[1].source = nb.cells[1].source.replace(  # the same toy under the name toy2 (make_record names the claim)
+        params_line, 'params = type("Toy2", (toyclaim.Params,), {"CLAIM": "toy2"}).from_namespace(globals())')
     nbformat.write(nb, second)
     monkeypatch.setitem(presets.CLAIMS, "toy2", "toyclaim")
     out = toy_root / "out"
