@@ -15,10 +15,11 @@ import yaml
 
 from flatminima import cli
 from flatminima.book import pages as book
+from flatminima.book.build import toc_with_sweeps
 from flatminima.claims import registry as presets
 from flatminima.core.errors import ParameterError
 from flatminima.data.registry import DatasetNotAvailable
-from flatminima.pages.markdown import reduced_text
+from flatminima.pages.markdown import provenance_lines, reduced_text
 from flatminima.run import runner
 
 from .conftest import TOY_RUN_CONTROLS, write_toy_project
@@ -147,7 +148,7 @@ def test_missing_data_are_refused_before_any_work_with_what_where_and_how(ptoy_r
 def test_make_book_never_runs_a_paper_preset_and_book_paper_runs_only_where_the_data_are(ptoy_root, monkeypatch):
     calls = []
     monkeypatch.setattr(cli, "_run_batch", lambda claims, **kw: calls.append((kw["preset"], list(claims))) or [])
-    monkeypatch.setattr(book, "build_book", lambda root: root / "_build" / "html" / "index.html")
+    monkeypatch.setattr(cli, "build_book", lambda root: root / "_build" / "html" / "index.html")
     args = argparse.Namespace(root=str(ptoy_root), preset="cpu", device="cpu", jobs=1)
     assert cli.cmd_book(args) == 0
     assert [p for p, _ in calls] == ["cpu"]
@@ -162,9 +163,9 @@ def test_make_book_never_runs_a_paper_preset_and_book_paper_runs_only_where_the_
 def test_the_toc_gains_a_part_for_the_paper_preset_chapters(ptoy_root):
     (ptoy_root / "_toc.yml").write_text(yaml.safe_dump({"root": "intro", "parts": [
         {"caption": "Claims", "chapters": [{"file": "x"}]}, {"caption": "Back matter", "chapters": [{"file": "y"}]}]}))
-    assert book.toc_with_sweeps(ptoy_root) == ptoy_root / "_toc.yml"
+    assert toc_with_sweeps(ptoy_root) == ptoy_root / "_toc.yml"
     runner.run_claims(["ptoy"], root=ptoy_root, preset="paper", device="cpu")
-    toc = yaml.safe_load(book.toc_with_sweeps(ptoy_root).read_text())
+    toc = yaml.safe_load(toc_with_sweeps(ptoy_root).read_text())
     assert [p["caption"] for p in toc["parts"]] == ["Claims", "At the paper preset", "Back matter"]
     assert toc["parts"][1]["chapters"] == [{"file": "book/generated/paper/ptoy",
                                             "title": "A toy chapter (paper preset)"}]
@@ -197,11 +198,11 @@ def test_deviations_ignore_run_controls_and_compare_lists_with_tuples():
 def test_the_chapter_provenance_names_every_change_from_the_preset():
     rec = {"claim": "sharp-minima", "preset": "paper", "seeds": [0, 1],
            "parameters": {**presets.resolve("sharp-minima", "paper").to_dict(), "seeds": [0, 1], "max_epochs": 150}}
-    text = "\n".join(book.provenance_lines(rec))
+    text = "\n".join(provenance_lines(rec))
     line = next(x for x in text.splitlines() if x.startswith("- **Changed from the paper preset**: "))
     assert "max\\_epochs 500 → 150" in line and "seeds\\: 0\\-1 \\(2 seeds\\)" in line
     same = {**rec, "parameters": presets.resolve("sharp-minima", "paper").to_dict()}
-    assert "Changed from" not in "\n".join(book.provenance_lines(same))
+    assert "Changed from" not in "\n".join(provenance_lines(same))
 
 
 def test_relabel_prefixes_every_figure_label_and_its_references_only():
