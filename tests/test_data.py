@@ -5,8 +5,13 @@ import pytest
 import torch
 
 from flatminima.data.loaders import load_dataset
-from flatminima.data.registry import (DATASETS, DISPLAY_NAMES, OFFLINE_DATASETS, TORCHVISION_DATASETS,
-                                      DatasetNotAvailable)
+from flatminima.data.registry import (
+    DATASETS,
+    DISPLAY_NAMES,
+    OFFLINE_DATASETS,
+    TORCHVISION_DATASETS,
+    DatasetNotAvailable,
+)
 
 
 @pytest.mark.parametrize("name, shape, n_train, n_test", [

@@ -38,6 +38,7 @@ def test_validation_comes_right_after_the_parameters_cell_and_outputs_are_stripp
     assert "write_results(" in "".join(c.source for c in code)
 
 
+@pytest.mark.kernel
 @pytest.mark.notebooks
 @pytest.mark.parametrize("claim", list(CLAIMS))
 def test_smoke_run_writes_a_valid_result_and_a_clean_notebook(claim, smoke_project):
@@ -56,6 +57,7 @@ def test_smoke_run_writes_a_valid_result_and_a_clean_notebook(claim, smoke_proje
     assert f"{claim}: {record['verdict']} (ran" in (smoke_project / "run.log").read_text()
 
 
+@pytest.mark.kernel
 @pytest.mark.notebooks
 @pytest.mark.parametrize("claim", list(CLAIMS))
 def test_papermill_with_a_bad_value_fails_in_the_validation_cell(claim, tmp_path):

@@ -78,6 +78,7 @@ def test_published_dir_keeps_the_paper_preset_beside_the_chapters(tmp_path):
     assert runner.published_dir(tmp_path, "paper") == tmp_path / "book" / "generated" / "paper"
 
 
+@pytest.mark.kernel
 def test_a_paper_run_lands_in_paper_and_is_reused_then_stale_when_the_notebook_changes(ptoy_root):
     gen = ptoy_root / "book" / "generated"
     first = runner.run_claims(["ptoy"], root=ptoy_root, preset="paper", device="cpu")[0]
@@ -100,6 +101,7 @@ def test_a_paper_run_lands_in_paper_and_is_reused_then_stale_when_the_notebook_c
     assert "{bdg-warning}`stale`" in page and "inputs changed since this run" in page
 
 
+@pytest.mark.kernel
 def test_a_reduced_paper_run_lists_every_change_from_the_preset_and_the_command_to_redo_it(ptoy_root):
     runner.run_claims(["ptoy"], root=ptoy_root, preset="paper", device="cpu",
                       overrides={"seeds": [0, 1, 2], "value": 7.5})
@@ -160,6 +162,7 @@ def test_make_book_never_runs_a_paper_preset_and_book_paper_runs_only_where_the_
     assert not {"sharp-minima", "variance-flatness", "gradient-mismatch"} & set(paper_claims)  # no MNIST/CIFAR here
 
 
+@pytest.mark.kernel
 def test_the_toc_gains_a_part_for_the_paper_preset_chapters(ptoy_root):
     (ptoy_root / "_toc.yml").write_text(yaml.safe_dump({"root": "intro", "parts": [
         {"caption": "Claims", "chapters": [{"file": "x"}]}, {"caption": "Back matter", "chapters": [{"file": "y"}]}]}))
@@ -171,6 +174,7 @@ def test_the_toc_gains_a_part_for_the_paper_preset_chapters(ptoy_root):
                                             "title": "A toy chapter (paper preset)"}]
 
 
+@pytest.mark.kernel
 def test_status_and_runtime_pages_list_the_paper_runs(ptoy_root):
     runner.run_claims(["ptoy"], root=ptoy_root, preset="paper", device="cpu", overrides={"num_seeds": 2})
     gen = ptoy_root / "book" / "generated"

@@ -89,6 +89,7 @@ def toy_root(tmp_path, monkeypatch):
                              parameters=TOY_PARAMETERS, body=TOY_BODY)
 
 
+@pytest.mark.kernel
 def test_unchanged_inputs_are_reused_and_changed_ones_rerun(toy_root):
     out = toy_root / "out"
     first = run_claim("toy", root=toy_root, preset="smoke", out_dir=out, device="cpu")
@@ -104,6 +105,7 @@ def test_unchanged_inputs_are_reused_and_changed_ones_rerun(toy_root):
     assert meta["parameters"]["value"] == 3.0 and meta["verdict"] == "inconclusive"
 
 
+@pytest.mark.kernel
 def test_failed_run_keeps_the_previous_result_and_the_failed_notebook(toy_root):
     out = toy_root / "out"
     assert run_claim("toy", root=toy_root, preset="smoke", out_dir=out, device="cpu").status == "ran"
@@ -115,6 +117,7 @@ def test_failed_run_keeps_the_previous_result_and_the_failed_notebook(toy_root):
     assert not (out / ".staging" / "toy").exists()
 
 
+@pytest.mark.kernel
 def test_interrupted_run_leaves_no_results_json(toy_root):
     out = toy_root / "out"
     outcome = run_claim("toy", root=toy_root, preset="smoke", overrides={"sleep": 30.0}, out_dir=out,
@@ -143,6 +146,7 @@ def test_inputs_hash_depends_on_parameters_and_notebook(toy_root):
     assert h2 != h1
 
 
+@pytest.mark.kernel
 def test_a_change_to_the_library_source_invalidates_the_run(toy_root, monkeypatch):
     out = toy_root / "out"
     assert run_claim("toy", root=toy_root, preset="smoke", out_dir=out, device="cpu").status == "ran"
@@ -157,6 +161,7 @@ def test_find_root_walks_up_and_explains_when_missing(toy_root, tmp_path_factory
         find_root(tmp_path_factory.mktemp("empty"))
 
 
+@pytest.mark.kernel
 def test_parallel_runs_each_write_in_their_own_folder(toy_root, monkeypatch):
     """Two claims at once (threads): each kernel must run in its own staging folder."""
     second = toy_root / "notebooks" / "toy2.ipynb"
@@ -201,6 +206,7 @@ def test_empty_tuple_is_accepted_where_the_default_is_empty(toy_root, monkeypatc
     assert check_params("toy", "smoke", {"widths": []}).widths == ()  # a preset uses (): meaningful
 
 
+@pytest.mark.kernel
 def test_published_chapter_ends_with_its_provenance_and_gets_an_install_cell_only_with_a_repository(toy_root):
     out = toy_root / "out"
     run_claim("toy", root=toy_root, preset="smoke", out_dir=out, device="cpu")

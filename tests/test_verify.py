@@ -145,6 +145,7 @@ def vtoy_root(tmp_path, monkeypatch):
     return tmp_path
 
 
+@pytest.mark.kernel
 def test_verify_passes_on_a_faithful_record_and_fails_on_an_edited_one(vtoy_root, capsys):
     published = vtoy_root / "book" / "generated" / "results" / "vtoy.json"
     before = published.read_text()
@@ -161,6 +162,7 @@ def test_verify_passes_on_a_faithful_record_and_fails_on_an_edited_one(vtoy_root
     assert "MISMATCH" in captured.out and "MISMATCH" in captured.err
 
 
+@pytest.mark.kernel
 def test_verify_with_disjoint_seeds_reexecutes_them(vtoy_root, capsys):
     out = vtoy_root / "scratch"
     assert cli.main(["verify", "vtoy", "--root", str(vtoy_root), "--out", str(out), "--seeds-from", "1000",
@@ -170,6 +172,7 @@ def test_verify_with_disjoint_seeds_reexecutes_them(vtoy_root, capsys):
     assert "disjoint seeds from 1000" in capsys.readouterr().out
 
 
+@pytest.mark.kernel
 def test_verify_refuses_to_write_into_the_book_and_needs_a_published_record(vtoy_root, capsys):
     book = vtoy_root / "book" / "generated"
     assert cli.main(["verify", "vtoy", "--root", str(vtoy_root), "--out", str(book)]) == 2
