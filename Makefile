@@ -25,7 +25,7 @@ test: setup
 	$(VENV)/bin/pytest
 
 test-fast: setup
-	$(VENV)/bin/pytest -m "not notebooks and not browser"
+	$(VENV)/bin/pytest -m "not notebooks and not browser and not kernel"
 
 bench: setup
 	$(PY) -m pip install --quiet -e ".[bench]"

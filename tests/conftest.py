@@ -6,13 +6,20 @@ book's sources in a temporary folder, so tests never touch the working tree's
 """
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, ClassVar
 
 import pytest
+
+from flatminima.protocol.contract import Aggregate, Part, Statistic
+from flatminima.protocol.params import ClaimParams, param
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -51,6 +58,37 @@ def smoke_project(tmp_path_factory) -> Path:
                     f"{proc.stdout[-5000:]}\n{proc.stderr[-5000:]}")
     root.joinpath("run.log").write_text(proc.stdout)
     return root
+
+
+@dataclass(frozen=True)
+class ToyParams(ClaimParams):
+    """The parameters of a toy claim for records built in the tests (``toy_params`` sets its name)."""
+
+    CLAIM: ClassVar[str] = "toy"
+    lr: float = param(0.1, "a learning rate", low=0.0)
+
+
+def toy_params(claim: str = "toy", **values: Any) -> ClaimParams:
+    """``ToyParams`` of the claim named ``claim`` (a subclass per name, as each claim has its own class)."""
+    cls = type(f"ToyParams_{claim.replace('-', '_')}", (ToyParams,), {"CLAIM": claim})
+    return cls(**values)
+
+
+def toy_statistic(d: Mapping[str, Any] | Statistic | None, label: str = "value") -> Statistic | None:
+    """A :class:`Statistic` from a record-style dict (a missing label or value is filled in)."""
+    if d is None or isinstance(d, Statistic):
+        return d
+    return Statistic.from_dict({"label": label, "value": math.nan, **d})
+
+
+def toy_aggregate(verdict: str = "inconclusive", *, parts=(), headline=None, statistics=None,
+                  criterion: str = "none", facts=None, notes: str = "") -> Aggregate:
+    """An :class:`Aggregate` from record-style dicts: parts as ``{name, outcome, reason, statistic}``."""
+    built = tuple(p if isinstance(p, Part) else
+                  Part(p["name"], p["outcome"], p.get("reason", ""), toy_statistic(p.get("statistic")))
+                  for p in parts or ())
+    return Aggregate(verdict=verdict, parts=built, headline=toy_statistic(headline) or Statistic("value", math.nan),
+                     statistics=dict(statistics or {}), criterion=criterion, facts=dict(facts or {}), notes=notes)
 
 
 TOY_RUN_CONTROLS = (

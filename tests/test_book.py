@@ -38,7 +38,7 @@ import pytest
 from flatminima.book.build import build_book
 from flatminima.claims.registry import CLAIMS
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.kernel]  # its fixtures run every notebook
 
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]

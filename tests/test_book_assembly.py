@@ -12,18 +12,17 @@ from flatminima.claims.registry import CLAIMS
 from flatminima.pages.markdown import add_provenance_cell, escape_md, provenance_markdown, result_box_markdown
 from flatminima.protocol.record import make_record, write_results
 
-from .conftest import ROOT
+from .conftest import ROOT, toy_aggregate, toy_params
 
 
 def rec(claim, verdict="reproduced", value=2.5, parts=None):
-    return make_record(claim=claim, params={"preset": "cpu"}, verdict=verdict, statistics={"r": value},
-                       criterion=f"criterion of {claim}", seeds=[0, 1, 2], runtime_s=42.0, device="cpu",
-                       headline={"label": "ratio", "value": value, "ci_low": 1.5, "ci_high": 3.5,
-                                 "se": 0.2, "n": 3, "scale": "log", "paper": "10-100x"},
+    agg = toy_aggregate(verdict, statistics={"r": value}, criterion=f"criterion of {claim}", parts=parts,
+                        headline={"label": "ratio", "value": value, "ci_low": 1.5, "ci_high": 3.5,
+                                  "se": 0.2, "n": 3, "scale": "log", "paper": "10-100x"})
+    return make_record(toy_params(claim, preset="cpu", seeds=[0, 1, 2]), agg, runtime_s=42.0, device="cpu",
                        preregistration={"primary": "log ratio", "smallest_effect": 0.1, "test": "one-sided t",
                                         "alpha": 0.05, "power": 0.8, "seeds_needed": 3,
-                                        "pilot": {"sd": 0.1, "n": 5, "source": "seeds 500-504"}},
-                       parts=parts)
+                                        "pilot": {"sd": 0.1, "n": 5, "source": "seeds 500-504"}})
 
 
 def first_edition(claim, verdict="reproduced", value=2.5):

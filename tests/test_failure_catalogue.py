@@ -70,6 +70,7 @@ def add_claim(root: Path, monkeypatch, name: str, body_edit=lambda s: s) -> None
 
 
 # ----------------------------------------------------------------------------- case 1: reuse integrity
+@pytest.mark.kernel
 def test_case1_hand_edited_verdict_is_rerun_not_reused(toy_root, capsys):
     out = toy_root / "out"
     assert toy_run(capsys, toy_root)[0] == 0
@@ -83,6 +84,7 @@ def test_case1_hand_edited_verdict_is_rerun_not_reused(toy_root, capsys):
     assert json.loads(res.read_text())["verdict"] == "inconclusive" and consistent(out)
 
 
+@pytest.mark.kernel
 def test_case1_json_copied_in_from_another_run_is_rerun(toy_root, capsys):
     out, other = toy_root / "out", toy_root / "other"
     assert toy_run(capsys, toy_root)[0] == 0
@@ -94,6 +96,7 @@ def test_case1_json_copied_in_from_another_run_is_rerun(toy_root, capsys):
     assert consistent(out)
 
 
+@pytest.mark.kernel
 def test_case1_failure_between_the_two_renames_restores_the_previous_pair(toy_root, capsys, monkeypatch):
     out = toy_root / "out"
     assert toy_run(capsys, toy_root)[0] == 0
@@ -115,6 +118,7 @@ def test_case1_failure_between_the_two_renames_restores_the_previous_pair(toy_ro
     assert rc == 0 and "(reused" in stdout
 
 
+@pytest.mark.kernel
 def test_case1_record_carries_the_inputs_hash_named_by_the_notebook(toy_root, capsys):
     out = toy_root / "out"
     assert toy_run(capsys, toy_root)[0] == 0
@@ -148,6 +152,7 @@ def _alive(pid: int) -> bool:
         return False
 
 
+@pytest.mark.kernel
 @pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_case2_signal_stops_all_kernels_keeps_finished_work_and_exits(toy_root, monkeypatch, signum, code):
     add_claim(toy_root, monkeypatch, "toy2", lambda s: s.replace("if params.child:", "if True:")
@@ -207,6 +212,7 @@ def test_case3_stored_html_in_a_record_is_escaped_on_the_dashboard():
 
 
 # ----------------------------------------------------------------------------- case 4: wrong shapes
+@pytest.mark.kernel
 def test_case4_published_json_of_the_wrong_shape_is_rerun_without_a_traceback(toy_root, capsys):
     out = toy_root / "out"
     assert toy_run(capsys, toy_root)[0] == 0
@@ -218,6 +224,7 @@ def test_case4_published_json_of_the_wrong_shape_is_rerun_without_a_traceback(to
         assert consistent(out)
 
 
+@pytest.mark.kernel
 def test_case4_a_notebook_writing_a_record_of_the_wrong_types_is_never_published(toy_root, capsys):
     out = toy_root / "out"
     assert toy_run(capsys, toy_root)[0] == 0
@@ -261,6 +268,7 @@ def test_case5_second_run_into_a_busy_folder_exits_at_once_naming_the_holder(toy
 
 
 # ----------------------------------------------------------------------------- case 6: sharp-minima KeyError
+@pytest.mark.kernel
 @pytest.mark.notebooks
 def test_case6_sharp_minima_with_no_threshold_reached_is_inconclusive(capsys, tmp_path, project_root):
     rc, stdout, stderr = run_cli(capsys, "run", "sharp-minima", "--preset", "smoke", "-p", "lr", "9",
@@ -341,6 +349,7 @@ def test_case8_zero_jobs_or_timeout(toy_root, capsys, flag):
 
 
 # ----------------------------------------------------------------------------- case 9: messages
+@pytest.mark.kernel
 def test_case9_cell_timeout_is_reported_in_words(toy_root, capsys):
     rc, stdout, _ = toy_run(capsys, toy_root, "-p", "sleep", "60", "--timeout", "2")
     assert rc == 1 and "a cell ran longer than the per-cell timeout of 2 s" in stdout
@@ -372,6 +381,7 @@ def test_case9_list_says_a_scalar_becomes_a_one_tuple(capsys):
 
 
 # ----------------------------------------------------------------------------- case 10: leftovers
+@pytest.mark.kernel
 def test_case10_failed_notebook_is_removed_by_a_later_good_run_and_no_empty_staging(toy_root, capsys):
     out = toy_root / "out"
     assert toy_run(capsys, toy_root)[0] == 0

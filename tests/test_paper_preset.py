@@ -15,10 +15,11 @@ import yaml
 
 from flatminima import cli
 from flatminima.book import pages as book
+from flatminima.book.build import toc_with_sweeps
 from flatminima.claims import registry as presets
 from flatminima.core.errors import ParameterError
 from flatminima.data.registry import DatasetNotAvailable
-from flatminima.pages.markdown import reduced_text
+from flatminima.pages.markdown import provenance_lines, reduced_text
 from flatminima.run import checks, execute, publish
 
 from .conftest import TOY_RUN_CONTROLS, write_toy_project
@@ -47,16 +48,15 @@ TOY_PARAMETERS = textwrap.dedent('''\
 
 TOY_BODY = textwrap.dedent('''\
     import ptoyclaim
+    from flatminima.protocol.contract import Aggregate, Part, Statistic
     from flatminima.protocol.record import make_record, write_results
     from flatminima.stats.intervals import statistic
     params = ptoyclaim.Params.from_namespace(globals())
-    head = {**statistic("$x$ <b>bold</b>", [params.value, params.value + 1.0, params.value + 2.0]),
-            "paper": "the paper's *number* 1.23"}
-    write_results(make_record(claim="ptoy", params=params, verdict="reproduced", statistics={"value": params.value},
-                              criterion="none", seeds=list(params.seeds), runtime_s=61.0, device=device,
-                              headline=head,
-                              parts=[{"name": "Part A", "outcome": "reproduced", "reason": "r <script>",
-                                      "statistic": head}]), results_dir)
+    head = Statistic.from_dict({**statistic("$x$ <b>bold</b>", [params.value, params.value + 1.0, params.value + 2.0]),
+                                "paper": "the paper's *number* 1.23"})
+    agg = Aggregate(verdict="reproduced", parts=(Part("Part A", "reproduced", "r <script>", head),), headline=head,
+                    statistics={"value": params.value}, criterion="none")
+    write_results(make_record(params, agg, preregistration=None, runtime_s=61.0, device=device), results_dir)
     print("# A toy chapter")
 ''')
 
@@ -78,6 +78,7 @@ def test_published_dir_keeps_the_paper_preset_beside_the_chapters(tmp_path):
     assert publish.published_dir(tmp_path, "paper") == tmp_path / "book" / "generated" / "paper"
 
 
+@pytest.mark.kernel
 def test_a_paper_run_lands_in_paper_and_is_reused_then_stale_when_the_notebook_changes(ptoy_root):
     gen = ptoy_root / "book" / "generated"
     first = execute.run_claims(["ptoy"], root=ptoy_root, preset="paper", device="cpu")[0]
@@ -100,6 +101,7 @@ def test_a_paper_run_lands_in_paper_and_is_reused_then_stale_when_the_notebook_c
     assert "{bdg-warning}`stale`" in page and "inputs changed since this run" in page
 
 
+@pytest.mark.kernel
 def test_a_reduced_paper_run_lists_every_change_from_the_preset_and_the_command_to_redo_it(ptoy_root):
     execute.run_claims(["ptoy"], root=ptoy_root, preset="paper", device="cpu",
                        overrides={"seeds": [0, 1, 2], "value": 7.5})
@@ -148,7 +150,7 @@ def test_missing_data_are_refused_before_any_work_with_what_where_and_how(ptoy_r
 def test_make_book_never_runs_a_paper_preset_and_book_paper_runs_only_where_the_data_are(ptoy_root, monkeypatch):
     calls = []
     monkeypatch.setattr(cli, "_run_batch", lambda claims, **kw: calls.append((kw["preset"], list(claims))) or [])
-    monkeypatch.setattr(book, "build_book", lambda root: root / "_build" / "html" / "index.html")
+    monkeypatch.setattr(cli, "build_book", lambda root: root / "_build" / "html" / "index.html")
     args = argparse.Namespace(root=str(ptoy_root), preset="cpu", device="cpu", jobs=1)
     assert cli.cmd_book(args) == 0
     assert [p for p, _ in calls] == ["cpu"]
@@ -160,17 +162,19 @@ def test_make_book_never_runs_a_paper_preset_and_book_paper_runs_only_where_the_
     assert not {"sharp-minima", "variance-flatness", "gradient-mismatch"} & set(paper_claims)  # no MNIST/CIFAR here
 
 
+@pytest.mark.kernel
 def test_the_toc_gains_a_part_for_the_paper_preset_chapters(ptoy_root):
     (ptoy_root / "_toc.yml").write_text(yaml.safe_dump({"root": "intro", "parts": [
         {"caption": "Claims", "chapters": [{"file": "x"}]}, {"caption": "Back matter", "chapters": [{"file": "y"}]}]}))
-    assert book.toc_with_sweeps(ptoy_root) == ptoy_root / "_toc.yml"
+    assert toc_with_sweeps(ptoy_root) == ptoy_root / "_toc.yml"
     execute.run_claims(["ptoy"], root=ptoy_root, preset="paper", device="cpu")
-    toc = yaml.safe_load(book.toc_with_sweeps(ptoy_root).read_text())
+    toc = yaml.safe_load(toc_with_sweeps(ptoy_root).read_text())
     assert [p["caption"] for p in toc["parts"]] == ["Claims", "At the paper preset", "Back matter"]
     assert toc["parts"][1]["chapters"] == [{"file": "book/generated/paper/ptoy",
                                             "title": "A toy chapter (paper preset)"}]
 
 
+@pytest.mark.kernel
 def test_status_and_runtime_pages_list_the_paper_runs(ptoy_root):
     execute.run_claims(["ptoy"], root=ptoy_root, preset="paper", device="cpu", overrides={"num_seeds": 2})
     gen = ptoy_root / "book" / "generated"
@@ -198,11 +202,11 @@ def test_deviations_ignore_run_controls_and_compare_lists_with_tuples():
 def test_the_chapter_provenance_names_every_change_from_the_preset():
     rec = {"claim": "sharp-minima", "preset": "paper", "seeds": [0, 1],
            "parameters": {**presets.resolve("sharp-minima", "paper").to_dict(), "seeds": [0, 1], "max_epochs": 150}}
-    text = "\n".join(book.provenance_lines(rec))
+    text = "\n".join(provenance_lines(rec))
     line = next(x for x in text.splitlines() if x.startswith("- **Changed from the paper preset**: "))
     assert "max\\_epochs 500 → 150" in line and "seeds\\: 0\\-1 \\(2 seeds\\)" in line
     same = {**rec, "parameters": presets.resolve("sharp-minima", "paper").to_dict()}
-    assert "Changed from" not in "\n".join(book.provenance_lines(same))
+    assert "Changed from" not in "\n".join(provenance_lines(same))
 
 
 def test_relabel_prefixes_every_figure_label_and_its_references_only():

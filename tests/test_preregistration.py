@@ -37,10 +37,27 @@ def test_review_power_numbers_for_part_b_are_recovered():
     assert seeds_for_power(2.0, 2.4, alternative="two-sided") == pytest.approx(14, abs=1)
 
 
+def first_n_with_power(d, power=0.8, alpha=0.05):
+    """The smallest n (from 2) whose one-sided one-sample t power, by statsmodels, reaches ``power``."""
+    n = 2
+    while TTestPower().power(effect_size=d, nobs=n, alpha=alpha, alternative="larger") < power:
+        n += 1
+    return n
+
+
+@pytest.mark.parametrize("effect, sd, n", [(0.5, 1.0, 27), (1.0, 2.0, 27), (0.5, 0.5, None), (0.3, 0.2, None)])
+def test_preregister_states_the_seeds_that_statsmodels_says_reach_80_percent_power(effect, sd, n):
+    block = preregister(primary="mean log ratio", smallest_effect=effect, test="one-sided t",
+                        pilot={"sd": sd, "n": 5, "source": "pilot seeds 500-504"})
+    assert block["seeds_needed"] == first_n_with_power(effect / sd)
+    if n is not None:  # by hand from statsmodels: d = 0.5 needs 27 seeds one-sided at alpha 0.05
+        assert block["seeds_needed"] == n
+
+
 def test_preregister_computes_seeds_and_refuses_an_unstated_pilot():
     block = preregister(primary="mean log ratio", smallest_effect=0.5, test="one-sided t + TOST",
                         pilot={"sd": 1.0, "n": 5, "source": "pilot seeds 500-504"})
-    assert block["seeds_needed"] == seeds_for_power(0.5, 1.0)
+    assert block["seeds_needed"] == 27 and block["alpha"] == 0.05 and block["power"] == 0.8
     assert {"primary", "smallest_effect", "test", "power", "seeds_needed", "pilot"} <= set(block)
     assert check_seeds(block, block["seeds_needed"]) == ""
     assert "underpowered" in check_seeds(block, block["seeds_needed"] - 1)

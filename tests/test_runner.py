@@ -62,6 +62,7 @@ TOY_PARAMETERS = textwrap.dedent('''\
 TOY_BODY = textwrap.dedent('''\
     import os, pathlib, subprocess, sys, time
     import toyclaim
+    from flatminima.protocol.contract import Aggregate, Statistic
     from flatminima.protocol.record import make_record, write_results
     params = toyclaim.Params.from_namespace(globals())
     if params.explode:
@@ -77,9 +78,9 @@ TOY_BODY = textwrap.dedent('''\
         pathlib.Path(results_dir).mkdir(exist_ok=True)
         pathlib.Path(results_dir, "toy.json").write_text(params.bad_record)
     else:
-        write_results(make_record(claim="toy", params=params, verdict="inconclusive",
-                                  statistics={"value": params.value}, criterion="none", seeds=[0],
-                                  runtime_s=0.0, device=device), results_dir)
+        agg = Aggregate(verdict="inconclusive", parts=(), headline=Statistic("value", params.value),
+                        statistics={"value": params.value}, criterion="none")
+        write_results(make_record(params, agg, preregistration=None, runtime_s=0.0, device=device), results_dir)
 ''')
 
 
@@ -89,6 +90,7 @@ def toy_root(tmp_path, monkeypatch):
                              parameters=TOY_PARAMETERS, body=TOY_BODY)
 
 
+@pytest.mark.kernel
 def test_unchanged_inputs_are_reused_and_changed_ones_rerun(toy_root):
     out = toy_root / "out"
     first = run_claim("toy", root=toy_root, preset="smoke", out_dir=out, device="cpu")
@@ -104,6 +106,7 @@ def test_unchanged_inputs_are_reused_and_changed_ones_rerun(toy_root):
     assert meta["parameters"]["value"] == 3.0 and meta["verdict"] == "inconclusive"
 
 
+@pytest.mark.kernel
 def test_failed_run_keeps_the_previous_result_and_the_failed_notebook(toy_root):
     out = toy_root / "out"
     assert run_claim("toy", root=toy_root, preset="smoke", out_dir=out, device="cpu").status == "ran"
@@ -115,6 +118,7 @@ def test_failed_run_keeps_the_previous_result_and_the_failed_notebook(toy_root):
     assert not (out / ".staging" / "toy").exists()
 
 
+@pytest.mark.kernel
 def test_interrupted_run_leaves_no_results_json(toy_root):
     out = toy_root / "out"
     outcome = run_claim("toy", root=toy_root, preset="smoke", overrides={"sleep": 30.0}, out_dir=out,
@@ -143,6 +147,7 @@ def test_inputs_hash_depends_on_parameters_and_notebook(toy_root):
     assert h2 != h1
 
 
+@pytest.mark.kernel
 def test_a_change_to_the_library_source_invalidates_the_run(toy_root, monkeypatch):
     out = toy_root / "out"
     assert run_claim("toy", root=toy_root, preset="smoke", out_dir=out, device="cpu").status == "ran"
@@ -157,11 +162,15 @@ def test_find_root_walks_up_and_explains_when_missing(toy_root, tmp_path_factory
         find_root(tmp_path_factory.mktemp("empty"))
 
 
+@pytest.mark.kernel
 def test_parallel_runs_each_write_in_their_own_folder(toy_root, monkeypatch):
     """Two claims at once (threads): each kernel must run in its own staging folder."""
     second = toy_root / "notebooks" / "toy2.ipynb"
     nb = nbformat.read(toy_root / "notebooks" / "toy.ipynb", as_version=4)
-    nb.cells[1].source = nb.cells[1].source.replace('claim="toy"', 'claim="toy2"')
+    params_line = "params = toyclaim.Params.from_namespace(globals())"
+    assert params_line in nb.cells[1].source
+    nb.cells[1].source = nb.cells[1].source.replace(  # the same toy under the name toy2 (make_record names the claim)
+        params_line, 'params = type("Toy2", (toyclaim.Params,), {"CLAIM": "toy2"}).from_namespace(globals())')
     nbformat.write(nb, second)
     monkeypatch.setitem(presets.CLAIMS, "toy2", "toyclaim")
     out = toy_root / "out"
@@ -198,6 +207,7 @@ def test_empty_tuple_is_accepted_where_the_default_is_empty(toy_root, monkeypatc
     assert check_params("toy", "smoke", {"widths": []}).widths == ()  # a preset uses (): meaningful
 
 
+@pytest.mark.kernel
 def test_published_chapter_ends_with_its_provenance_and_gets_an_install_cell_only_with_a_repository(toy_root):
     out = toy_root / "out"
     run_claim("toy", root=toy_root, preset="smoke", out_dir=out, device="cpu")

@@ -55,7 +55,21 @@ def test_the_interval_is_welch_at_99_percent():
     from scipy import stats as sps
     assert d == pytest.approx(0.5)
     assert half == pytest.approx(sps.t.ppf(0.995, df) * math.sqrt(0.05))
-    assert ok == (0.5 <= half)
+    assert ok  # 0.5 is inside the 99% interval: half is about 0.82
+
+
+def test_welch_intervals_decide_the_match_as_scipy_does():
+    from scipy import stats as sps
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        a, b = rng.normal(1.0, 0.3, 8), rng.normal(1.0 + rng.uniform(-0.8, 0.8), 0.5, 6)
+        pub = {"value": a.mean(), "se": sps.sem(a), "n": a.size, "scale": "linear"}
+        new = {"value": b.mean(), "se": sps.sem(b), "n": b.size, "scale": "linear"}
+        d, half, ok = compare_statistic(pub, new)
+        ci = sps.ttest_ind(b, a, equal_var=False).confidence_interval(0.99)  # Welch's 99% interval of b - a
+        assert d == pytest.approx(b.mean() - a.mean())
+        assert half == pytest.approx((ci.high - ci.low) / 2)
+        assert ok == (ci.low <= 0 <= ci.high)
 
 
 def test_log_scale_statistics_are_compared_as_log_ratios():
@@ -81,6 +95,7 @@ TOY_MODULE = '''
 from dataclasses import dataclass
 from typing import ClassVar
 import numpy as np
+from flatminima.protocol.contract import Aggregate, Part, Statistic
 from flatminima.protocol.params import ClaimParams, param
 from flatminima.stats.decision import decide
 from flatminima.stats.intervals import statistic
@@ -98,7 +113,9 @@ def run_seed(params, seed, device):
 def aggregate(params, records):
     x = [r["x"] for r in records]
     d = decide(x, smallest_effect=0.2)
-    return d.outcome, statistic("effect", x)
+    head = Statistic.from_dict(statistic("effect", x))
+    return Aggregate(verdict=d.outcome, parts=(Part("Part A", d.outcome, "", head),), headline=head,
+                     statistics={}, criterion="toy")
 '''
 
 TOY_PARAMETERS = textwrap.dedent('''\
@@ -114,11 +131,8 @@ TOY_BODY = textwrap.dedent('''\
     from flatminima.protocol.record import make_record, write_results
     params = vtoyclaim.Params.from_namespace(globals())
     records = run_seeds(vtoyclaim.run_seed, params, cache_dir=cache_dir_for(results_dir, cache_dir), workers=1)
-    verdict, head = vtoyclaim.aggregate(params, records)
-    write_results(make_record(claim="vtoy", params=params, verdict=verdict, statistics={}, criterion="toy",
-                              seeds=list(params.seeds), runtime_s=0.1, device=device, headline=head,
-                              parts=[{"name": "Part A", "outcome": verdict, "reason": "", "statistic": head}]),
-                  results_dir)
+    agg = vtoyclaim.aggregate(params, records)
+    write_results(make_record(params, agg, preregistration=None, runtime_s=0.1, device=device), results_dir)
 ''')
 
 
@@ -131,6 +145,7 @@ def vtoy_root(tmp_path, monkeypatch):
     return tmp_path
 
 
+@pytest.mark.kernel
 def test_verify_passes_on_a_faithful_record_and_fails_on_an_edited_one(vtoy_root, capsys):
     published = vtoy_root / "book" / "generated" / "results" / "vtoy.json"
     before = published.read_text()
@@ -147,6 +162,7 @@ def test_verify_passes_on_a_faithful_record_and_fails_on_an_edited_one(vtoy_root
     assert "MISMATCH" in captured.out and "MISMATCH" in captured.err
 
 
+@pytest.mark.kernel
 def test_verify_with_disjoint_seeds_reexecutes_them(vtoy_root, capsys):
     out = vtoy_root / "scratch"
     assert cli.main(["verify", "vtoy", "--root", str(vtoy_root), "--out", str(out), "--seeds-from", "1000",
@@ -156,6 +172,7 @@ def test_verify_with_disjoint_seeds_reexecutes_them(vtoy_root, capsys):
     assert "disjoint seeds from 1000" in capsys.readouterr().out
 
 
+@pytest.mark.kernel
 def test_verify_refuses_to_write_into_the_book_and_needs_a_published_record(vtoy_root, capsys):
     book = vtoy_root / "book" / "generated"
     assert cli.main(["verify", "vtoy", "--root", str(vtoy_root), "--out", str(book)]) == 2
