@@ -317,7 +317,7 @@ def test_case8_cuda_without_a_gpu(toy_root, capsys):
 
 def test_case8_unknown_device(toy_root, capsys):
     rc, _, stderr = toy_run(capsys, toy_root, "--device", "tpu")
-    assert rc == 2 and "--device must be one of auto, cpu, cuda, cuda:N; got 'tpu'" in stderr
+    assert rc == 2 and "device must be one of auto, cpu, cuda, cuda:N; got 'tpu'" in stderr
     assert not (toy_root / "out").exists()
 
 
