@@ -53,7 +53,7 @@ def snapshot(folder: Path) -> dict[str, str]:
         return {}
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(folder.rglob("*")) if p.is_file()
-            and not {"seeds", "failed"} & set(p.relative_to(folder).parts) and p.name != ".flatminima.core.lock"}
+            and not {"seeds", "failed"} & set(p.relative_to(folder).parts) and p.name != ".flatminima.lock"}
 
 
 def consistent(out: Path, claim: str = "toy") -> bool:

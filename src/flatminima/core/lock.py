@@ -1,4 +1,4 @@
-"""One run per output folder: an exclusive lock on ``<out>/.flatminima.core.lock``.
+"""One run per output folder: an exclusive lock on ``<out>/.flatminima.lock``.
 
 Two ``flatminima run`` processes writing into one folder would delete each other's staging
 folders and publish into each other's results. :func:`out_lock` takes an advisory
@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-LOCK_NAME = ".flatminima.core.lock"
+LOCK_NAME = ".flatminima.lock"
 
 _held: dict[Path, list] = {}  # folder -> [file object, depth]
 _guard = threading.Lock()
