@@ -235,3 +235,33 @@ def combine(outcomes) -> Verdict:
     if any(o == Verdict.NOT_REPRODUCED for o in outcomes):
         return Verdict.NOT_REPRODUCED
     return Verdict.INCONCLUSIVE
+
+
+def holm(p_values, alpha: float = 0.05) -> list[bool]:
+    r"""Holm's step-down rejections: family-wise error at most ``alpha`` over the ``m`` hypotheses.
+
+    Sort the p-values :math:`p_{(1)} \le \dots \le p_{(m)}`; reject :math:`H_{(i)}` while
+    :math:`p_{(i)} \le \alpha / (m - i + 1)`, and stop at the first that is not (Holm 1979,
+    *Scand. J. Statist.* 6, 65-70).
+
+    Parameters
+    ----------
+    p_values : sequence of float
+        One p-value per hypothesis (NaN counts as 1).
+    alpha : float
+        The family-wise error rate.
+
+    Returns
+    -------
+    list of bool
+        Whether each hypothesis is rejected, in the input order.
+    """
+    ps = [1.0 if not (p == p) else float(p) for p in p_values]
+    order = sorted(range(len(ps)), key=lambda i: ps[i])
+    out = [False] * len(ps)
+    for rank, i in enumerate(order):
+        if ps[i] <= alpha / (len(ps) - rank):
+            out[i] = True
+        else:
+            break
+    return out
