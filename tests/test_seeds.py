@@ -10,8 +10,9 @@ import pytest
 
 from flatminima.claims.registry import CLAIMS, resolve
 from flatminima.core.errors import ParameterError
+from flatminima.protocol.cache import load_cached, seed_key
 from flatminima.protocol.params import ClaimParams, param, parse_seeds
-from flatminima.protocol.replicates import load_cached, run_seeds, seed_key
+from flatminima.protocol.replicates import run_seeds
 
 from . import seedfns
 

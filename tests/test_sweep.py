@@ -20,7 +20,7 @@ from scipy import stats as sps
 from flatminima import cli
 from flatminima.claims import registry as presets
 from flatminima.core.errors import ParameterError
-from flatminima.protocol import replicates
+from flatminima.protocol import cache, replicates
 from flatminima.run import sweep as sw
 from flatminima.run.sweep import execute as sw_execute
 
@@ -66,7 +66,7 @@ def test_plan_is_the_cartesian_product_times_seeds_with_replicates_keys(toy_clai
     assert [(p.values["lr"], p.values["batch_size"], p.seed) for p in plan.points[:3]] == [(0.1, 8, 5), (0.1, 8, 6), (0.1, 16, 5)]
     for p in plan.points:
         assert p.params.lr == p.values["lr"] and p.params.seeds == (5, 6) and p.params.preset == "smoke"
-        assert p.key == replicates.seed_key(toy.run_seed, p.params, p.seed, "cpu")
+        assert p.key == cache.seed_key(toy.run_seed, p.params, p.seed, "cpu")
     assert len({p.key for p in plan.points}) == 12
     assert sw.plan(toy_claim, {"lr": [0.1]}).seeds == (0, 1, 2)  # the preset's seeds by default
 

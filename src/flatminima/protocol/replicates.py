@@ -26,10 +26,10 @@ import torch
 
 from flatminima.core.device import configure_threads
 from flatminima.core.io import jsonable
-from flatminima.protocol.cache import EXCLUDED_FROM_KEY, SeedFn, load_cached, seed_key, seed_path, store
+from flatminima.protocol.cache import SeedFn, load_cached, seed_key, seed_path, store
 from flatminima.protocol.params import ClaimParams
 
-__all__ = ["EXCLUDED_FROM_KEY", "SeedFn", "cache_dir_for", "default_workers", "load_cached", "run_seeds", "seed_key"]
+__all__ = ["cache_dir_for", "default_workers", "run_seeds"]
 
 def _worker_init(parent_pid: int) -> None:
     """Runs in each spawned worker: one torch thread, quiet warnings, die with the parent."""
