@@ -271,9 +271,10 @@ def decide_family(parts: tuple[Part, ...] | list[Part], alpha: float = 0.05) -> 
 def verdict_of(parts: tuple[Part, ...] | list[Part]) -> Verdict:
     """A claim's verdict from its parts: only decided sub-claims decide, controls can only withhold.
 
-    *not reproduced* if a decided part is not reproduced; *reproduced* if every decided part is reproduced
-    and every control passed; *inconclusive* otherwise (no decided part, an undecided one, or a failed
-    control). Estimates never count.
+    *inconclusive* if a control is not reproduced (the pipeline cannot be trusted to decide the paper's
+    statements, either way); otherwise *not reproduced* if a decided part is not reproduced;
+    *reproduced* if every decided part is reproduced and every control passed; *inconclusive* otherwise
+    (no decided part, an undecided one, or an undecided control). Estimates never count.
 
     Parameters
     ----------
@@ -286,7 +287,7 @@ def verdict_of(parts: tuple[Part, ...] | list[Part]) -> Verdict:
     """
     decided = [p.outcome for p in parts if p.role is Role.DECIDED]
     controls = [p.outcome for p in parts if p.role is Role.CONTROL]
-    if not decided:
+    if not decided or Verdict.NOT_REPRODUCED in controls:
         return Verdict.INCONCLUSIVE
     if Verdict.NOT_REPRODUCED in decided:
         return Verdict.NOT_REPRODUCED
