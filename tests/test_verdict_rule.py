@@ -31,12 +31,12 @@ R, N, I = Verdict.REPRODUCED, Verdict.NOT_REPRODUCED, Verdict.INCONCLUSIVE
 def test_holm_matches_statsmodels_on_random_p_values_with_ties_and_nan():
     rng = np.random.default_rng(22)
     grid = np.array([0.0005, 0.005, 0.01, 0.0125, 0.0166, 0.025, 0.03, 0.05, 0.2, 0.7, math.nan])
-    for trial in range(200):
+    for trial in range(60):  # (multipletests takes ~0.1 s a call on a loaded machine)
         m = int(rng.integers(1, 9))
         p = rng.choice(grid, m) if trial % 2 else rng.uniform(0, 0.08, m)  # ties from the grid, else continuous
-        for alpha in (0.05, 0.1):
-            want = multipletests(np.where(np.isnan(p), 1.0, p), alpha=alpha, method="holm")[0]  # NaN counts as 1
-            assert holm(list(p), alpha) == list(want), (p, alpha)
+        alpha = (0.05, 0.1)[trial % 3 == 0]
+        want = multipletests(np.where(np.isnan(p), 1.0, p), alpha=alpha, method="holm")[0]  # NaN counts as 1
+        assert holm(list(p), alpha) == list(want), (p, alpha)
 
 
 def test_holm_small_cases_by_hand():
