@@ -56,7 +56,7 @@ def run_seed(params: Params, seed: int, device: torch.device) -> dict:
 
 
 def aggregate(params: Params, records: list[dict]) -> Aggregate:
-    """The headline: mean offset over seeds (Student t 95% interval), and a verdict."""
+    """The headline: mean offset over seeds (Student t 90% interval), and a verdict."""
     head = Statistic.from_dict(statistic("mean offset", [r["offset"] for r in records]))
     outcome = Verdict.REPRODUCED if head.value > 20 else Verdict.INCONCLUSIVE
     part = Part("Part A", outcome, f"mean offset {head.value:.3g}",

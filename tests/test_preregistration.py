@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 import pytest
+from scipy import stats as sps
 from statsmodels.stats.power import TTestPower
 from statsmodels.stats.weightstats import ttost_paired
 
@@ -81,6 +82,13 @@ def test_tost_matches_statsmodels(seed):
 def test_decide_reproduced_when_the_effect_is_clearly_positive():
     d = decide([0.9, 1.1, 1.0, 1.2, 0.8], smallest_effect=0.2)
     assert d.outcome == "reproduced" and d.p_effect < 0.05 and d.ci_low > 0
+    x = np.array([0.9, 1.1, 1.0, 1.2, 0.8])  # the interval is the 1 - 2 alpha = 90% t-interval, as in the reason
+    lo, hi = sps.t.interval(0.90, len(x) - 1, loc=x.mean(), scale=sps.sem(x))
+    assert (d.ci_low, d.ci_high) == (pytest.approx(lo), pytest.approx(hi))
+    assert f"[{lo:.3g}, {hi:.3g}] (90% interval)" in d.reason
+    d10 = decide(x, smallest_effect=0.2, alpha=0.10)  # alpha 0.10: the 80% interval
+    lo, hi = sps.t.interval(0.80, len(x) - 1, loc=x.mean(), scale=sps.sem(x))
+    assert (d10.ci_low, d10.ci_high) == (pytest.approx(lo), pytest.approx(hi)) and "(80% interval)" in d10.reason
 
 
 def test_decide_not_reproduced_when_equivalence_excludes_the_smallest_effect():
@@ -127,7 +135,9 @@ def test_statistic_on_the_log_scale_is_a_geometric_mean_with_log_se():
     st = statistic("ratio", logs, scale="log")
     assert st["value"] == pytest.approx(4.0)
     assert st["se"] == pytest.approx(np.std(logs, ddof=1) / math.sqrt(3))
-    assert st["ci_low"] < 4.0 < st["ci_high"] and st["n"] == 3
+    assert st["ci_low"] < 4.0 < st["ci_high"] and st["n"] == 3 and st["level"] == 0.90
+    lo, hi = sps.t.interval(0.90, 2, loc=logs.mean(), scale=sps.sem(logs))
+    assert (st["ci_low"], st["ci_high"]) == (pytest.approx(math.exp(lo)), pytest.approx(math.exp(hi)))
 
 
 def test_statistic_without_any_finite_value_is_missing_not_an_error():

@@ -75,7 +75,7 @@ def test_record_carries_the_aggregate_headline_facts_and_preregistration():
                     facts={"n_train": 1000}, tables={"frame": object()})
     rec = make_record(toy_params("toy"), agg, preregistration={"alpha": 0.05}, runtime_s=3, device="cpu")
     assert rec["headline"] == {"label": "ratio", "value": 2.0, "ci_low": 1.5, "ci_high": 2.5, "se": 0.1, "n": 5,
-                               "scale": "log", "paper": "10-100x"}
+                               "scale": "log", "level": 0.90, "paper": "10-100x"}
     assert rec["facts"] == {"n_train": 1000} and "tables" not in rec and "frame" not in json.dumps(rec)
     assert rec["preregistration"] == {"alpha": 0.05} and rec["criterion"] == "r > 1" and rec["seeds"] == [0]
 

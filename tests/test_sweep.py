@@ -113,7 +113,7 @@ def test_cli_sweep_2x2x3_tables_statistics_page_and_resume(toy_claim, tmp_path, 
     cells = pd.read_parquet(out / "cells.parquet")
     prim = cells[cells["primary"]]
     assert len(prim) == 4 and set(prim["statistic"]) == {"mean offset"} and set(prim["method"]) == {"claim aggregate"}
-    half = sps.t.ppf(0.975, 2) * 1.0 / math.sqrt(3)  # seeds 0, 1, 2: sd 1
+    half = sps.t.ppf(0.95, 2) * 1.0 / math.sqrt(3)  # seeds 0, 1, 2: sd 1; the claim's 90% interval
     for _, r in prim.iterrows():
         centre = 10 * r["lr"] + r["batch_size"] + 1.0
         assert r["value"] == pytest.approx(centre) and r["n"] == 3

@@ -20,10 +20,13 @@ from flatminima.pages.markdown import (
     duration_text,
     escape_md,
     fmt,
+    level_text,
     parts_of,
     provenance_markdown,
     reduced_text,
     statistic_md,
+    subclaim_line,
+    subclaims_compact,
     utc_text,
     verdict_reason,
 )
@@ -44,10 +47,11 @@ def dashboard_markdown(results: dict[str, dict[str, Any] | None],
                        paper: Mapping[str, PaperRun] | None = None) -> str:
     """The dashboard page (MyST Markdown) for ``{claim: record or None}``.
 
-    A summary table (claim, verdict badge, our number with its 95% interval, the paper's number for
-    the same measure and, with ``paper``, the paper-preset run's verdict and number), then one
-    section per claim with every part's outcome, its one-line reason and statistic, the
-    pre-registration and the provenance, then the paper-preset runs (:func:`paper_markdown`).
+    A summary table (claim, verdict badge with each sub-claim's key and outcome, our number with its
+    interval, the paper's number for the same measure and, with ``paper``, the paper-preset run's
+    verdict and number), then one section per claim with every sub-claim's outcome beside the paper's
+    words, its role, one-line reason and statistic, the pre-registration and the provenance, then the
+    paper-preset runs (:func:`paper_markdown`).
     Every string from a record is escaped.
     """
     titles = titles or {}
@@ -57,9 +61,10 @@ def dashboard_markdown(results: dict[str, dict[str, Any] | None],
     lines = [
         "# Claims dashboard",
         "",
-        "Each verdict below was computed in this build from the run's own data, by the decision rule of",
-        "{doc}`../methods` applied to each part of a claim and combined over the parts. *inconclusive* means",
-        "the run could not decide either way at this scale; it is not a soft *reproduced*.",
+        "Each verdict below was computed in this build from the run's own data, by the rule of {doc}`../methods`:",
+        "only the paper's decided sub-claims decide (Holm's correction over them), a control that does not pass",
+        "makes the verdict inconclusive, and estimates are shown with their intervals but never decide.",
+        "*inconclusive* means the run could not decide either way at this scale; it is not a soft *reproduced*.",
         f"Results of runs executed up to {escape_md(built_at, math=False)}; each claim's provenance is below.",
         "",
         ":::{list-table}",
@@ -69,7 +74,7 @@ def dashboard_markdown(results: dict[str, dict[str, Any] | None],
         "",
         "* - Claim",
         "  - Verdict",
-        "  - Ours (95% interval)",
+        f"  - Ours ({_levels(results)} interval)",
         "  - Paper",
     ]
     if paper is not None:
@@ -82,7 +87,9 @@ def dashboard_markdown(results: dict[str, dict[str, Any] | None],
             lines += [f"* - {link}", f"  - {badge('missing')}", "  - not run in this build", "  - "]
         else:
             h = rec.get("headline") if isinstance(rec.get("headline"), Mapping) else {}
-            lines += [f"* - {link}", f"  - {badge(rec.get('verdict'))}", f"  - {statistic_md(h)}",
+            compact = subclaims_compact(rec)
+            lines += [f"* - {link}", f"  - {badge(rec.get('verdict'))}" + (f" ({compact})" if compact else ""),
+                      f"  - {statistic_md(h)}",
                       f"  - {escape_md(h.get('paper')) or 'n/a'}"]
             sections += _claim_section(claim, title, rec)
         if paper is not None:
@@ -93,6 +100,13 @@ def dashboard_markdown(results: dict[str, dict[str, Any] | None],
     return "\n".join(lines)
 
 
+def _levels(results: Mapping[str, Mapping[str, Any] | None]) -> str:
+    """The headlines' interval level for the table's header ("90%"), or the levels found ("90% or 95%")."""
+    found = sorted({level_text(r.get("headline") if isinstance(r.get("headline"), Mapping) else None)
+                    for r in results.values() if r}) or ["90%"]
+    return " or ".join(found)
+
+
 def _claim_section(claim: str, title: str, rec: Mapping[str, Any]) -> list[str]:
     parts = parts_of(rec)
     why = escape_md(verdict_reason(rec)) + " " if parts else ""
@@ -100,6 +114,9 @@ def _claim_section(claim: str, title: str, rec: Mapping[str, Any]) -> list[str]:
            f"{badge(rec.get('verdict'))} {why}(chapter: {_claim_link(claim, title)})", ""]
     if parts:
         for p in parts:
+            if isinstance(p.get("subclaim"), Mapping):  # the paper's words, role and outcome, then why
+                out.append(f"{subclaim_line(p)}. {escape_md(p.get('reason', ''))}")
+                continue
             st = statistic_md(p.get("statistic")) if isinstance(p.get("statistic"), Mapping) else ""
             out.append(f"- **{escape_md(p.get('name', 'part'))}** {badge(p.get('outcome'))} "
                        f"{escape_md(p.get('reason', ''))}" + (f" ({st})" if st and st != "n/a" else ""))
@@ -173,7 +190,7 @@ def paper_markdown(paper: Mapping[str, PaperRun], titles: Mapping[str, str | Non
         h = rec.get("headline") if isinstance(rec.get("headline"), Mapping) else {}
         link = f"[the chapter at the paper preset]({run.preset}/{_slug(claim)}.ipynb)"
         out += [f"{badge(rec.get('verdict'))} {escape_md(verdict_reason(rec))} ({link})", ""]
-        items = [f"- **Ours** (95% interval): {statistic_md(h)}"]
+        items = [f"- **Ours** ({level_text(h)} interval): {statistic_md(h)}"]
         if h.get("paper"):
             items.append(f"- **Paper**: {escape_md(h['paper'])}")
         for p in parts_of(rec):

@@ -106,7 +106,7 @@ def statistic_text(st: Mapping[str, Any] | None) -> str:
 
 
 def statistic_md(st: Mapping[str, Any] | None) -> str:
-    """A statistic as escaped Markdown: the label, the value in bold, the 95% interval."""
+    """A statistic as escaped Markdown: the label, the value in bold, the interval (its level: :func:`level_text`)."""
     if not isinstance(st, Mapping) or "value" not in st:
         return "n/a"
     out = (escape_md(st.get("label", "")) + ": ") if st.get("label") else ""
@@ -116,17 +116,45 @@ def statistic_md(st: Mapping[str, Any] | None) -> str:
     return out
 
 
+def level_text(st: Mapping[str, Any] | None) -> str:
+    """The two-sided coverage of a statistic's interval as ``"90%"``.
+
+    Records written since intervals were matched to the one-sided tests carry ``level`` (0.90: the
+    one-sided 95% bounds); records without it are from before, when every interval was 95%.
+    """
+    level = st.get("level") if isinstance(st, Mapping) else None
+    try:
+        level = float(level)
+    except (TypeError, ValueError):
+        return "95%"
+    return f"{level:.0%}" if 0 < level < 1 else "95%"
+
+
 def parts_of(record: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     return [p for p in (record.get("parts") or []) if isinstance(p, Mapping)]
+
+
+ROLES: tuple[str, ...] = ("decided", "control", "estimate")
+"""The roles of a sub-claim (:class:`flatminima.protocol.contract.Role`), in the order the pages list them."""
+
+
+def role_of(part: Mapping[str, Any]) -> str:
+    """A record part's role: its ``role``, else its sub-claim's, else ``decided`` (records from before roles)."""
+    role = part.get("role")
+    if role not in ROLES and isinstance(part.get("subclaim"), Mapping):
+        role = part["subclaim"].get("role")
+    return role if role in ROLES else "decided"
 
 
 def verdict_reason(record: Mapping[str, Any]) -> str:
     """Why the verdict is what it is, in one plain-text sentence built from the record's parts.
 
-    The verdict combines the parts (:func:`flatminima.stats.decision.combine`): it is *not reproduced* because
-    of the parts that are not reproduced, *inconclusive* because of the inconclusive ones, and
-    *reproduced* when every part is; the sentence names the deciding parts and their reasons.
-    First-edition records (no parts) fall back to the criterion.
+    The rule of :func:`flatminima.protocol.contract.verdict_of`: only decided sub-claims decide (after Holm's
+    correction over them), a control that did not pass makes the verdict *inconclusive*, and estimates never
+    count. The sentence names what decided it: for *not reproduced* the decided parts that are not reproduced;
+    for *inconclusive* the decided parts left undecided and the controls that did not pass; for *reproduced*
+    every decided part and control. Estimates are never named. First-edition records (no parts) fall back to
+    the criterion.
     """
     verdict = record.get("verdict")
     parts = parts_of(record)
@@ -134,12 +162,108 @@ def verdict_reason(record: Mapping[str, Any]) -> str:
         return str(record.get("criterion") or "")
 
     def says(p: Mapping[str, Any]) -> str:
-        return f"{p.get('name', 'part')} is {p.get('outcome', 'missing')}: {p.get('reason', '')}".rstrip(": ")
+        name = str(p.get("name", "part")) + (" (control)" if role_of(p) == "control" else "")
+        return f"{name} is {p.get('outcome', 'missing')}: {p.get('reason', '')}".rstrip(": ")
 
+    decided = [p for p in parts if role_of(p) == "decided"]
+    controls = [p for p in parts if role_of(p) == "control"]
+    has_roles = any("role" in p or "subclaim" in p for p in parts)
+    if not decided:
+        return "No sub-claim is decided (only controls and estimates), so the verdict is inconclusive."
     if verdict == "reproduced":
-        return ("Every part is reproduced. " if len(parts) > 1 else "") + "; ".join(says(p) for p in parts) + "."
-    deciding = [p for p in parts if p.get("outcome") == verdict] or parts
-    return "; ".join(says(p) for p in deciding) + "."
+        if has_roles:
+            lead = ("Every decided sub-claim is reproduced" + (" and every control passed" if controls else "")
+                    + ". ")
+        else:
+            lead = "Every part is reproduced. " if len(parts) > 1 else ""
+        return lead + "; ".join(says(p) for p in decided + controls) + "."
+    if verdict == "not reproduced":
+        deciding = [p for p in decided if p.get("outcome") == "not reproduced"] or decided
+        return "; ".join(says(p) for p in deciding) + "."
+    undecided = [p for p in decided if p.get("outcome") != "reproduced"]
+    failed = [p for p in controls if p.get("outcome") != "reproduced"]
+    out = "; ".join(says(p) for p in undecided + failed or decided) + "."
+    if failed:
+        out += (" A control that does not pass makes the verdict inconclusive: the pipeline cannot be trusted"
+                " to decide the paper's statements.")
+    return out
+
+
+def subclaim_outcome_md(part: Mapping[str, Any], *, with_statistic: bool = True) -> str:
+    """A part's outcome as Markdown: its badge (decided, control) or an *estimate* badge, then its statistic.
+
+    An estimate gets no verdict badge: it is reported with its interval and never decided.
+    """
+    st = part.get("statistic") if isinstance(part.get("statistic"), Mapping) else None
+    if role_of(part) == "estimate":
+        out = "{bdg-secondary}`estimate`"
+    else:
+        out = badge(part.get("outcome"))
+    if with_statistic and st is not None and "value" in st:
+        out += f" {statistic_md(st)} ({level_text(st)} interval)"
+    return out
+
+
+def _smallest_effect_text(se: Any) -> str:
+    if not isinstance(se, Mapping):
+        return "none"
+    source = str(se.get("source") or "")
+    if se.get("published") is False and "none published" not in source.lower():
+        source = "none published: " + source if source else "none published"
+    value = fmt(se.get("value"))
+    return f"{value} ({source})" if source else value
+
+
+def subclaims_markdown(record: Mapping[str, Any]) -> str:
+    """The record's parts as a table: each sub-claim's outcome beside the paper's words.
+
+    One row per part: its name (the sub-claim's key first), its role (*decided*, *control* or *estimate*,
+    with the reason for the role), the paper's statement in quotes and where it is, the smallest effect
+    of interest with its source ("none published" and the reasoning when the paper gives none), and the
+    outcome: the verdict badge and the statistic with its interval, or for an estimate an *estimate*
+    badge and the statistic with its interval (no verdict). Every string from the record is escaped
+    (:func:`escape_md`). Returns "" for a record without parts.
+    """
+    parts = parts_of(record)
+    if not parts:
+        return ""
+    lines = [":::{list-table}", ":header-rows: 1", ":widths: 14 16 34 16 20", ":class: subclaims", "",
+             "* - Sub-claim", "  - Role", "  - The paper's words", "  - Smallest effect", "  - Outcome"]
+    for p in parts:
+        sc = p.get("subclaim") if isinstance(p.get("subclaim"), Mapping) else {}
+        role = role_of(p)
+        why = sc.get("why_role") or ""
+        role_cell = f"*{role}*" + (f": {escape_md(why)}" if why else "")
+        if sc.get("statement"):
+            words = "\u201c" + escape_md(sc["statement"]) + "\u201d"
+            if sc.get("where"):
+                words += f" ({escape_md(sc['where'])})"
+            if sc.get("primary"):
+                words += f"; primary statistic: {escape_md(sc['primary'])}"
+        else:
+            words = "(no sub-claim recorded)"
+        smallest = escape_md(_smallest_effect_text(sc.get("smallest_effect"))) if sc else "n/a"
+        lines += [f"* - **{escape_md(p.get('name', 'part'))}**", f"  - {role_cell}", f"  - {words}",
+                  f"  - {smallest}", f"  - {subclaim_outcome_md(p)}"]
+    lines += [":::", ""]
+    return "\n".join(lines)
+
+
+def subclaims_compact(record: Mapping[str, Any]) -> str:
+    """Each part's key and outcome on one line (``A`` badge, ``B`` badge, ``C`` *estimate*), for a table cell.
+
+    The key is the sub-claim's ``key`` (else the part's name up to its colon); "" for a record whose parts
+    carry no sub-claim (the claim's badge says it all).
+    """
+    parts = parts_of(record)
+    if not any(isinstance(p.get("subclaim"), Mapping) for p in parts):
+        return ""
+    out = []
+    for p in parts:
+        sc = p.get("subclaim") if isinstance(p.get("subclaim"), Mapping) else {}
+        key = sc.get("key") or str(p.get("name", "part")).split(":", 1)[0]
+        out.append(f"{escape_md(key)} {subclaim_outcome_md(p, with_statistic=False)}")
+    return " ".join(out)
 
 
 def compact_seeds(seeds: Iterable[Any]) -> str:
@@ -269,20 +393,41 @@ def colab_install_cell(repo_url: str) -> nbformat.NotebookNode:
 
 # ----------------------------------------------------------------------------- result box and dashboard
 def result_box_markdown(record: Mapping[str, Any], *, title: str = "Result") -> str:
-    """The "Result" admonition of a chapter from its record: badge, primary number, paper's number, why."""
+    """The "Result" admonition of a chapter from its record: badge, primary number, paper's number, why.
+
+    When the parts carry sub-claims, each sub-claim's outcome is listed beside the paper's words.
+    """
     h = record.get("headline") if isinstance(record.get("headline"), Mapping) else {}
     lines = [f":::{{admonition}} {escape_md(title, math=False)}", ":class: result", "",
              f"**Verdict**: {badge(record.get('verdict'))}", ""]
     if "value" in h:
         n = f", {h['n']} seeds" if isinstance(h.get("n"), int) else ""
-        lines += [f"**Ours** (95% interval{escape_md(n, math=False)}): {statistic_md(h)}", ""]
+        lines += [f"**Ours** ({level_text(h)} interval{escape_md(n, math=False)}): {statistic_md(h)}", ""]
     if h.get("paper"):
         lines += [f"**Paper**: {escape_md(h['paper'])}", ""]
+    parts = parts_of(record)
+    if any(isinstance(p.get("subclaim"), Mapping) for p in parts):
+        lines += ["**The paper's statements**:", ""]
+        for p in parts:
+            lines.append(subclaim_line(p))
+        lines.append("")
     why = verdict_reason(record)
     if why:
         lines += [f"**Why**: {escape_md(why)}", ""]
     lines += [":::", ""]
     return "\n".join(lines)
+
+
+def subclaim_line(part: Mapping[str, Any]) -> str:
+    """One list item: the part's name, role, the paper's words in quotes (and where), its outcome (escaped)."""
+    sc = part.get("subclaim") if isinstance(part.get("subclaim"), Mapping) else {}
+    words = ""
+    if sc.get("statement"):
+        words = " \u201c" + escape_md(sc["statement"]) + "\u201d"
+        if sc.get("where"):
+            words += f" ({escape_md(sc['where'])})"
+    return (f"- **{escape_md(part.get('name', 'part'))}** (*{role_of(part)}*){words}: "
+            f"{subclaim_outcome_md(part)}")
 
 
 def _value_text(v: Any) -> str:

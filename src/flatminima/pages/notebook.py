@@ -7,7 +7,7 @@ Call these from a notebook so every chapter looks the same in the book:
 * :func:`table` for every table shown: no index, the key column first, fixed precision,
   padded cells (the book's CSS scrolls a wide one inside its own box);
 * :func:`result_box` / :func:`show_markdown` for the "Result" admonition from a results
-  record (verdict badge, our number with its 95% interval, the paper's number, why), or
+  record (verdict badge, our number with its interval (90%: the one-sided 95% bounds), the paper's number, why), or
   :func:`badge` with ``myst_nb.glue`` for a badge inside hand-written Markdown.
 
 The Markdown they make is escaped (:func:`flatminima.pages.markdown.escape_md`): strings from a run can
@@ -19,7 +19,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from flatminima.pages.markdown import badge as _badge
-from flatminima.pages.markdown import escape_md, provenance_markdown, result_box_markdown, statistic_md, verdict_reason
+from flatminima.pages.markdown import (
+    escape_md,
+    provenance_markdown,
+    result_box_markdown,
+    statistic_md,
+    subclaims_markdown,
+    verdict_reason,
+)
 from flatminima.stats.power import check_seeds
 
 COLUMN_WIDTH_IN = 6.5
@@ -101,7 +108,7 @@ def show_markdown(text: str) -> Any:
 def result_box(record: Mapping[str, Any], *, title: str = "Result") -> Any:
     """The chapter's "Result" admonition from its results record, as a display object.
 
-    Shows the verdict badge, the headline statistic with its 95% interval, the paper's number for
+    Shows the verdict badge, the headline statistic with its interval (90% two-sided), the paper's number for
     the same measure and one sentence of why (:func:`flatminima.pages.markdown.verdict_reason`).
     """
     return show_markdown(result_box_markdown(record, title=title))
@@ -128,6 +135,8 @@ def glue_record(record: Mapping[str, Any]) -> None:
     * ``n_seeds`` and ``seeds_needed`` (text), ``underpowered`` (the power warning sentence or "");
     * ``part_<i>_outcome`` (text), ``part_<i>_reason`` (escaped Markdown, ``{glue:md}``) for each part
       in order, and ``result_why`` (one sentence per part, then the power warning);
+    * ``subclaims_md`` (Markdown, ``{glue:md}``): each sub-claim's role, the paper's words and where, its
+      smallest effect with its source and its outcome (:func:`flatminima.pages.markdown.subclaims_markdown`);
     * ``runtime_s`` (number) and ``criterion_md`` (the registered criterion, escaped Markdown);
     * every entry of ``record["facts"]`` under its own name (numbers as numbers, other values as text);
       a fact named ``<x>_text`` (a sentence that may hold ``$...$`` maths) is also glued as escaped
@@ -164,6 +173,7 @@ def glue_record(record: Mapping[str, Any]) -> None:
         put(f"part_{i}_outcome", str(p.get("outcome")))
         put(f"part_{i}_reason", Markdown(escape_md(p.get("reason", ""))))
     put("result_why", " ".join(f"{p.get('name')}: {p.get('outcome')}." for p in parts) + (f" {under}" if under else ""))
+    put("subclaims_md", Markdown(subclaims_markdown(record)))
     put("runtime_s", float(record.get("runtime_s", float("nan"))))
     put("criterion_md", Markdown(escape_md(record.get("criterion", ""))))
     for name, value in (record.get("facts") or {}).items():

@@ -27,14 +27,15 @@ from flatminima.stats.decision import Decision, Verdict, holm
 
 @dataclass(frozen=True)
 class Statistic:
-    """One number over seeds with its 95% interval, in the form records, pages and ``verify`` read.
+    """One number over seeds with its interval (90% two-sided by default), as records, pages and ``verify`` read.
 
     Attributes
     ----------
     label : str
         What it is, in words (may hold ``$...$`` maths).
     value, ci_low, ci_high : float
-        The estimate and its 95% interval (for ``scale='log'``: the geometric mean and its interval).
+        The estimate and its two-sided ``level`` interval (for ``scale='log'``: the geometric mean and its
+        interval).
     se : float
         Standard error of the mean (on the log scale when ``scale='log'``).
     n : int
@@ -43,6 +44,9 @@ class Statistic:
         The scale of the per-seed values behind it.
     paper : str
         The paper's number for the same measure, in words ("" when none applies).
+    level : float
+        Two-sided coverage of ``[ci_low, ci_high]``: 0.90 by default, whose bounds are the one-sided 95%
+        bounds that match the book's one-sided tests at alpha = 0.05.
     """
 
     label: str
@@ -53,6 +57,7 @@ class Statistic:
     n: int = 0
     scale: str = "linear"
     paper: str = ""
+    level: float = 0.90
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Statistic:
@@ -60,9 +65,9 @@ class Statistic:
         return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
     def to_dict(self) -> dict[str, Any]:
-        """The record's form: ``{label, value, ci_low, ci_high, se, n, scale}`` plus ``paper`` when set."""
+        """The record's form: ``{label, value, ci_low, ci_high, se, n, scale, level}`` plus ``paper`` when set."""
         out = {"label": self.label, "value": self.value, "ci_low": self.ci_low, "ci_high": self.ci_high,
-               "se": self.se, "n": self.n, "scale": self.scale}
+               "se": self.se, "n": self.n, "scale": self.scale, "level": self.level}
         if self.paper:
             out["paper"] = self.paper
         return out
@@ -266,9 +271,10 @@ def decide_family(parts: tuple[Part, ...] | list[Part], alpha: float = 0.05) -> 
 def verdict_of(parts: tuple[Part, ...] | list[Part]) -> Verdict:
     """A claim's verdict from its parts: only decided sub-claims decide, controls can only withhold.
 
-    *not reproduced* if a decided part is not reproduced; *reproduced* if every decided part is reproduced
-    and every control passed; *inconclusive* otherwise (no decided part, an undecided one, or a failed
-    control). Estimates never count.
+    *inconclusive* if a control is not reproduced (the pipeline cannot be trusted to decide the paper's
+    statements, either way); otherwise *not reproduced* if a decided part is not reproduced;
+    *reproduced* if every decided part is reproduced and every control passed; *inconclusive* otherwise
+    (no decided part, an undecided one, or an undecided control). Estimates never count.
 
     Parameters
     ----------
@@ -281,7 +287,7 @@ def verdict_of(parts: tuple[Part, ...] | list[Part]) -> Verdict:
     """
     decided = [p.outcome for p in parts if p.role is Role.DECIDED]
     controls = [p.outcome for p in parts if p.role is Role.CONTROL]
-    if not decided:
+    if not decided or Verdict.NOT_REPRODUCED in controls:
         return Verdict.INCONCLUSIVE
     if Verdict.NOT_REPRODUCED in decided:
         return Verdict.NOT_REPRODUCED

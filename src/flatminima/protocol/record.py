@@ -36,7 +36,18 @@ _STATISTIC: dict[str, Any] = {
     "type": "object",
     "properties": {"label": {"type": "string"}, "value": _NUMBER, "ci_low": _NUMBER, "ci_high": _NUMBER,
                    "se": _NUMBER, "n": {"type": ["integer", "null"], "minimum": 0},
-                   "scale": {"enum": ["linear", "log"]}, "paper": {"type": "string"}},
+                   "scale": {"enum": ["linear", "log"]}, "paper": {"type": "string"},
+                   "level": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1}},
+}
+_SMALLEST_EFFECT: dict[str, Any] = {
+    "type": ["object", "null"],
+    "properties": {"value": _NUMBER, "source": {"type": "string"}, "published": {"type": "boolean"}},
+}
+_SUBCLAIM: dict[str, Any] = {
+    "type": "object",
+    "properties": {"key": {"type": "string"}, "statement": {"type": "string"}, "where": {"type": "string"},
+                   "primary": {"type": "string"}, "role": {"enum": ["decided", "control", "estimate"]},
+                   "why_role": {"type": "string"}, "smallest_effect": _SMALLEST_EFFECT},
 }
 RESULTS_SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -61,7 +72,9 @@ RESULTS_SCHEMA: dict[str, Any] = {
         "parts": {"type": "array", "items": {
             "type": "object", "required": ["name", "outcome"],
             "properties": {"name": {"type": "string"}, "outcome": {"enum": list(OUTCOMES)},
-                           "reason": {"type": "string"}, "statistic": _STATISTIC}}},
+                           "reason": {"type": "string"}, "statistic": _STATISTIC,
+                           "role": {"enum": ["decided", "control", "estimate"]}, "subclaim": _SUBCLAIM,
+                           "p_effect": _NUMBER, "p_against": _NUMBER}}},
         "facts": {"type": "object"},
         "notes": {"type": "string"},
         "inputs_hash": {"type": "string", "pattern": "^[0-9a-f]{64}$"},

@@ -161,8 +161,10 @@ def decide(x, *, smallest_effect: float, alpha: float = 0.05, label: str = "the 
     * **reproduced** otherwise, if the one-sided t-test of :math:`H_0: \mu \le 0` has :math:`p < \alpha`;
     * **inconclusive** when neither the effect nor its absence is established.
 
-    The interval reported is the 95% Student-t interval of the mean (a :math:`1-2\alpha` interval
-    is what TOST inverts). Stated once on the book's methods page; every chapter uses it.
+    The interval reported (in the reason and as ``ci_low``/``ci_high``) is the two-sided
+    :math:`1-2\alpha` Student-t interval of the mean (90% at :math:`\alpha = 0.05`): its bounds are the
+    one-sided :math:`1-\alpha` bounds that match the one-sided tests, and it is the interval TOST
+    inverts, so a *reproduced* never sits beside an interval that covers 0. Stated once on the book's methods page; every chapter uses it.
 
     Parameters
     ----------
@@ -194,8 +196,8 @@ def decide(x, *, smallest_effect: float, alpha: float = 0.05, label: str = "the 
     t = _tstat(m, se)
     p_effect, p_rev = _t_sf(t, df), _t_sf(-t, df)
     p_eq = tost(x, -smallest_effect, smallest_effect).p
-    half = float(sps.t.ppf(0.975, df) * se)
-    ci = f"{m:{fmt}} [{m - half:{fmt}}, {m + half:{fmt}}]"
+    half = float(sps.t.ppf(1 - alpha, df) * se)
+    ci = f"{m:{fmt}} [{m - half:{fmt}}, {m + half:{fmt}}] ({1 - 2 * alpha:.0%} interval)"
     if p_eq < alpha:
         outcome = Verdict.NOT_REPRODUCED
         why = (f"{label} {ci} is smaller than the smallest effect of interest {smallest_effect:{fmt}} "

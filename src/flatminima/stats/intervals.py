@@ -91,11 +91,19 @@ def bootstrap_ci(x, statistic=np.mean, confidence: float = 0.95, n_resamples: in
     return Interval(est, float(ci.low), float(ci.high), confidence, "bootstrap-BCa", int(x.size))
 
 
-def statistic(label: str, x, *, scale: str = "linear", confidence: float = 0.95) -> dict:
+STATISTIC_LEVEL = 0.90
+"""Coverage of the book's intervals: two-sided 90%, the one-sided 95% bounds that match the one-sided tests
+at alpha = 0.05 (and the interval TOST inverts)."""
+
+
+def statistic(label: str, x, *, scale: str = "linear", confidence: float = STATISTIC_LEVEL) -> dict:
     """A per-seed statistic in the form records, the dashboard and ``flatminima verify`` read.
 
     ``x`` are per-seed values (on the log scale when ``scale='log'``, e.g. log ratios). Returns
-    ``{label, value, ci_low, ci_high, se, n, scale}``; for ``scale='log'`` the value and interval
+    ``{label, value, ci_low, ci_high, se, n, scale, level}``. The interval is the two-sided
+    ``confidence`` Student-t interval, 90% by default: each bound is the one-sided 95% bound that
+    matches a one-sided test at alpha = 0.05, so a *reproduced* never sits beside an interval that
+    covers the null. For ``scale='log'`` the value and interval
     are exponentiated (a geometric mean) while ``se`` stays on the log scale, where the
     two-sample comparison of :mod:`flatminima.run.verify` is made.
 
@@ -108,12 +116,12 @@ def statistic(label: str, x, *, scale: str = "linear", confidence: float = 0.95)
     scale : {'linear', 'log'}
         The scale of ``x``.
     confidence : float
-        Coverage of the t-interval (:func:`mean_ci`).
+        Two-sided coverage of the t-interval (:func:`mean_ci`), recorded as ``level``.
 
     Returns
     -------
     dict
-        ``{label, value, ci_low, ci_high, se, n, scale}``, NaN-filled when ``x`` is empty.
+        ``{label, value, ci_low, ci_high, se, n, scale, level}``, NaN-filled when ``x`` is empty.
     """
     if scale not in ("linear", "log"):
         raise ValueError(f"scale must be 'linear' or 'log', got {scale!r}")
@@ -121,9 +129,9 @@ def statistic(label: str, x, *, scale: str = "linear", confidence: float = 0.95)
     x = x[np.isfinite(x)]
     if x.size == 0:  # nothing measured (e.g. no run reached the comparison point): a missing value, not an error
         return {"label": label, "value": math.nan, "ci_low": math.nan, "ci_high": math.nan, "se": math.nan,
-                "n": 0, "scale": scale}
+                "n": 0, "scale": scale, "level": float(confidence)}
     ci = mean_ci(x, confidence)
     se = float(np.std(x, ddof=1) / np.sqrt(ci.n)) if ci.n > 1 else math.nan
     f = math.exp if scale == "log" else float
     return {"label": label, "value": f(ci.estimate), "ci_low": f(ci.low), "ci_high": f(ci.high),
-            "se": se, "n": ci.n, "scale": scale}
+            "se": se, "n": ci.n, "scale": scale, "level": float(confidence)}
