@@ -19,7 +19,7 @@ def rec(claim, verdict="reproduced", value=2.5, parts=None):
     agg = toy_aggregate(verdict, statistics={"r": value}, criterion=f"criterion of {claim}", parts=parts,
                         headline={"label": "ratio", "value": value, "ci_low": 1.5, "ci_high": 3.5,
                                   "se": 0.2, "n": 3, "scale": "log", "paper": "10-100x"})
-    return make_record(toy_params(claim, preset="cpu", seeds=[0, 1, 2]), agg, runtime_s=42.0, device="cpu",
+    return make_record(toy_params(claim, preset="cpu", seeds=[0, 1, 2]), agg, deviations=(), runtime_s=42.0, device="cpu",
                        preregistration={"primary": "log ratio", "smallest_effect": 0.1, "test": "one-sided t",
                                         "alpha": 0.05, "power": 0.8, "seeds_needed": 3,
                                         "pilot": {"sd": 0.1, "n": 5, "source": "seeds 500-504"}})

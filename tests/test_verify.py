@@ -132,7 +132,7 @@ TOY_BODY = textwrap.dedent('''\
     params = vtoyclaim.Params.from_namespace(globals())
     records = run_seeds(vtoyclaim.run_seed, params, cache_dir=cache_dir_for(results_dir, cache_dir), workers=1)
     agg = vtoyclaim.aggregate(params, records)
-    write_results(make_record(params, agg, preregistration=None, runtime_s=0.1, device=device), results_dir)
+    write_results(make_record(params, agg, preregistration=None, deviations=(), runtime_s=0.1, device=device), results_dir)
 ''')
 
 

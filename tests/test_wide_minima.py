@@ -76,7 +76,7 @@ def test_a_tiny_run_produces_a_valid_record(tiny_records):
     p, recs = tiny_records
     agg = wm.aggregate(p, recs)
     assert isinstance(agg, Aggregate)
-    rec = make_record(p, agg, preregistration=wm.PREREGISTRATION, runtime_s=1.0, device="cpu")
+    rec = make_record(p, agg, preregistration=wm.PREREGISTRATION, deviations=(), runtime_s=1.0, device="cpu")
     validate_results(rec)
     assert [q["statistic"]["n"] for q in rec["parts"]] == [2, 2]
     assert np.isfinite(rec["headline"]["se"]) and rec["headline"]["paper"] == wm.PAPER
