@@ -17,6 +17,7 @@ from flatminima.data.registry import DISPLAY_NAMES
 from flatminima.pages.markdown import (
     badge,
     compact_seeds,
+    deviations_markdown,
     duration_text,
     escape_md,
     fmt,
@@ -291,7 +292,23 @@ def status_markdown(generated: Path) -> str:
             "generated from the executed notebooks and their results. *pass* means the notebook ran to the end",
             "and wrote its results; the verdict itself is on the {doc}`dashboard`. Run times are wall-clock",
             "seconds of the whole notebook on the machine named.", ""]
-    return "\n".join(head + rows)
+    return "\n".join(head + rows + _deviations_section(generated))
+
+
+def _deviations_section(generated: Path) -> list[str]:
+    """The status page's list of each chapter's deviations from its pre-registration, from its record."""
+    out = ["## Deviations from the pre-registrations", "",
+           "Every change to a claim's pre-registration, preset, seeds, data set or protocol made after verdict",
+           "seeds ran, as its published record lists them (the claim module's `DEVIATIONS`).", ""]
+    for claim in CLAIMS:
+        rec = read_record(Path(generated) / "results" / f"{claim}.json")
+        title = chapter_title(Path(generated) / f"{claim}.ipynb") or CLAIM_TITLES.get(claim, claim)
+        out += [f"### {escape_md(title)}", ""]
+        if rec is None:
+            out += ["No published record.", ""]
+            continue
+        out += [deviations_markdown(rec.get("deviations")), ""]
+    return out
 
 
 def runtime_table(generated: Path) -> dict[str, dict[str, dict[str, Any]]]:

@@ -19,7 +19,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from flatminima.pages.markdown import badge as _badge
-from flatminima.pages.markdown import escape_md, provenance_markdown, result_box_markdown, statistic_md, verdict_reason
+from flatminima.pages.markdown import (
+    deviations_markdown,
+    escape_md,
+    provenance_markdown,
+    result_box_markdown,
+    statistic_md,
+    verdict_reason,
+)
 from flatminima.stats.power import check_seeds
 
 COLUMN_WIDTH_IN = 6.5
@@ -129,6 +136,8 @@ def glue_record(record: Mapping[str, Any]) -> None:
     * ``part_<i>_outcome`` (text), ``part_<i>_reason`` (escaped Markdown, ``{glue:md}``) for each part
       in order, and ``result_why`` (one sentence per part, then the power warning);
     * ``runtime_s`` (number) and ``criterion_md`` (the registered criterion, escaped Markdown);
+    * ``deviations_md``: the record's deviations from the pre-registration as an escaped Markdown list
+      (:func:`flatminima.pages.markdown.deviations_markdown`; "none" when there are none);
     * every entry of ``record["facts"]`` under its own name (numbers as numbers, other values as text);
       a fact named ``<x>_text`` (a sentence that may hold ``$...$`` maths) is also glued as escaped
       Markdown under ``<x>_md``, for ``{glue:md}``.
@@ -166,6 +175,7 @@ def glue_record(record: Mapping[str, Any]) -> None:
     put("result_why", " ".join(f"{p.get('name')}: {p.get('outcome')}." for p in parts) + (f" {under}" if under else ""))
     put("runtime_s", float(record.get("runtime_s", float("nan"))))
     put("criterion_md", Markdown(escape_md(record.get("criterion", ""))))
+    put("deviations_md", Markdown(deviations_markdown(record.get("deviations", []))))
     for name, value in (record.get("facts") or {}).items():
         put(name, value if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value))
         if name.endswith("_text"):
