@@ -141,3 +141,16 @@ def test_schema_accepts_what_make_record_writes_and_older_records_without_new_fi
     for key in ("provenance", "preregistration", "parts", "headline", "schema_version", "notes", "inputs_hash"):
         rec.pop(key)
     results.validate_results(rec)  # a record from before those fields existed
+
+
+def test_make_record_requires_the_deviations():
+    from .conftest import toy_aggregate, toy_params
+
+    agg = toy_aggregate("reproduced", statistics={}, criterion="c")
+    with pytest.raises(TypeError, match="deviations"):
+        make_record(toy_params("toy"), agg, preregistration=None, runtime_s=1.0, device="cpu")
+    rec = make_record(toy_params("toy"), agg, preregistration=None, deviations=(), runtime_s=1.0, device="cpu")
+    assert rec["deviations"] == []
+    rec["deviations"] = [{"date": "2026-12-01", "what": "w", "why": "y"}]
+    with pytest.raises(ValueError, match="deviations/0"):
+        results.validate_results(rec)
