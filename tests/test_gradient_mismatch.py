@@ -266,6 +266,6 @@ def test_every_glued_name_of_the_prose_is_glued():
     duo = _duo([2.0, 2.5, 3.0, 2.2, 2.8, 2.6])
     records = [{"seed": s, "part_a": recs_a[s], "part_b": duo.iloc[s].to_dict()} for s in range(6)]
     agg = gm.aggregate(gm.Params.from_preset("cpu", num_seeds=6, part_a_seeds=6, part_b_seeds=6), records)
-    fixed = {"verdict", "headline_value", "headline_low", "headline_high", "n_seeds", "runtime_s",
+    fixed = {"verdict", "deviations_md", "headline_value", "headline_low", "headline_high", "n_seeds", "runtime_s",
              *(f"part_{i}_{k}" for i in range(len(agg.parts)) for k in ("outcome", "reason"))}
     assert names - fixed - set(agg.facts) == set()
