@@ -19,7 +19,7 @@ def rec(claim, verdict="reproduced", value=2.5, parts=None):
     agg = toy_aggregate(verdict, statistics={"r": value}, criterion=f"criterion of {claim}", parts=parts,
                         headline={"label": "ratio", "value": value, "ci_low": 1.5, "ci_high": 3.5,
                                   "se": 0.2, "n": 3, "scale": "log", "paper": "10-100x"})
-    return make_record(toy_params(claim, preset="cpu", seeds=[0, 1, 2]), agg, runtime_s=42.0, device="cpu",
+    return make_record(toy_params(claim, preset="cpu", seeds=[0, 1, 2]), agg, deviations=(), runtime_s=42.0, device="cpu",
                        preregistration={"primary": "log ratio", "smallest_effect": 0.1, "test": "one-sided t",
                                         "alpha": 0.05, "power": 0.8, "seeds_needed": 3,
                                         "pilot": {"sd": 0.1, "n": 5, "source": "seeds 500-504"}})
@@ -161,7 +161,7 @@ def test_status_page_and_runtime_table_come_from_the_records(tmp_path):
     sm = next(r for r in runtimes.split("\n* - ")[1:] if "sharp-minima" in r)
     assert "7 s on" in sm and "not measured" in sm
     assert "(generated/sharp-minima.ipynb)" in sm
-    assert len(paths) == 3
+    assert len(paths) == 4 and (tmp_path / "verification.md").is_file()
 
 
 def test_write_dashboard_reads_the_results_folder_and_chapter_titles(tmp_path):
@@ -244,3 +244,29 @@ def test_toc_lists_every_claim_chapter():
     toc = (ROOT / "_toc.yml").read_text()
     for claim in CLAIMS:
         assert f"book/generated/{claim}" in toc
+
+
+def test_deviations_are_in_the_record_and_on_the_status_page_escaped(tmp_path):
+    from flatminima.pages.markdown import deviations_markdown
+    from flatminima.protocol.contract import Deviation
+
+    devs = (Deviation("2026-12-01", "seeds 10 -> 16 <script>alert(1)</script>", "part B sat near its bound", True),
+            Deviation("2026-12-02", "data set [x](javascript:y)", "no reason was stated at the time", False))
+    agg = toy_aggregate("reproduced", statistics={"r": 1.0}, criterion="c")
+    r = make_record(toy_params("sharp-minima", preset="cpu", seeds=[0, 1, 2]), agg, preregistration=None,
+                    deviations=devs, runtime_s=1.0, device="cpu")
+    assert r["deviations"] == [d.to_dict() for d in devs]
+    write_results(r, tmp_path / "results")
+    write_results(rec("wide-minima"), tmp_path / "results")
+    md = deviations_markdown(r["deviations"])
+    assert md.count("\n- ") == 1 and "after verdict seeds were seen" in plain(md)
+    assert "before any verdict seed was seen" in plain(md) and deviations_markdown([]) == "none"
+    status = (tmp_path / "status.md")
+    write_pages(tmp_path)
+    text = status.read_text()
+    section = text.split("## Deviations from the pre-registrations")[1]
+    assert "seeds 10 -> 16" in plain(section) and "part B sat near its bound" in plain(section)
+    html = render_html(section)
+    assert "<script>" not in html and "&lt;script&gt;" in html and 'href="javascript' not in html
+    wm = section.split("wide")[1]
+    assert "none" in wm.split("###")[0]  # a record with no deviations says so

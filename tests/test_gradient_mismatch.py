@@ -134,7 +134,7 @@ def test_aggregate_gives_parts_headline_facts_and_a_record(tmp_path):
     assert f["gm_frac"] == 100 and f["gm_failing"] == 0 and f["gm_refs"] == 10 * 3 * 3  # seeds x precisions x layers
     assert f["gm_tl_diff"] == pytest.approx(-0.1) and f["gm_pos"] == 100
     assert list(agg.tables["per_layer"]["config"])[0] == "full/ste"
-    record = make_record(params, agg, preregistration=gm.PREREGISTRATION, runtime_s=1.0, device="cpu")
+    record = make_record(params, agg, preregistration=gm.PREREGISTRATION, deviations=(), runtime_s=1.0, device="cpu")
     assert record["verdict"] == "reproduced" and record["facts"]["gm_best"] == "approxsign"
     assert record["parts"][1]["statistic"]["n"] == 12
     json.dumps(record)
@@ -210,7 +210,7 @@ def test_a_tiny_run_produces_a_valid_record_and_reuses_its_cache(tmp_path):
     assert {r["precision"] for r in es} == {"full", "binary"} and len(es) == 2 * (len(p.widths) + 1)
     agg = gm.aggregate(p, records)
     assert agg.statistics["es_diagnostic"] == es and len(agg.tables["es_diagnostic"]) == len(es)
-    record = make_record(p, agg, preregistration=gm.PREREGISTRATION, runtime_s=1.0, device="cpu")
+    record = make_record(p, agg, preregistration=gm.PREREGISTRATION, deviations=(), runtime_s=1.0, device="cpu")
     assert read_results(write_results(record, tmp_path))["verdict"] in ("reproduced", "not reproduced", "inconclusive")
     assert len(list((tmp_path / "seeds" / "gradient-mismatch").glob("seed-*.json"))) == 5  # 2 seeds x 2 parts + ES
     assert gm.run_parts(p, cache_dir=tmp_path / "seeds", workers=1) == records  # read back, not recomputed
@@ -266,6 +266,6 @@ def test_every_glued_name_of_the_prose_is_glued():
     duo = _duo([2.0, 2.5, 3.0, 2.2, 2.8, 2.6])
     records = [{"seed": s, "part_a": recs_a[s], "part_b": duo.iloc[s].to_dict()} for s in range(6)]
     agg = gm.aggregate(gm.Params.from_preset("cpu", num_seeds=6, part_a_seeds=6, part_b_seeds=6), records)
-    fixed = {"verdict", "headline_value", "headline_low", "headline_high", "n_seeds", "runtime_s",
+    fixed = {"verdict", "deviations_md", "headline_value", "headline_low", "headline_high", "n_seeds", "runtime_s",
              *(f"part_{i}_{k}" for i in range(len(agg.parts)) for k in ("outcome", "reason"))}
     assert names - fixed - set(agg.facts) == set()

@@ -56,7 +56,7 @@ TOY_BODY = textwrap.dedent('''\
                                 "paper": "the paper's *number* 1.23"})
     agg = Aggregate(verdict="reproduced", parts=(Part("Part A", "reproduced", "r <script>", head),), headline=head,
                     statistics={"value": params.value}, criterion="none")
-    write_results(make_record(params, agg, preregistration=None, runtime_s=61.0, device=device), results_dir)
+    write_results(make_record(params, agg, preregistration=None, deviations=(), runtime_s=61.0, device=device), results_dir)
     print("# A toy chapter")
 ''')
 

@@ -26,7 +26,7 @@ def record(*, runtime_s=1.0, device="cpu", preregistration=None, **kw):
                             "nan": float("nan")})
     base.update(kw)
     params = toy_params("toy", preset="smoke", lr=0.1, seeds=[0, 1])
-    return make_record(params, toy_aggregate(**base), preregistration=preregistration, runtime_s=runtime_s,
+    return make_record(params, toy_aggregate(**base), preregistration=preregistration, deviations=(), runtime_s=runtime_s,
                        device=device)
 
 
@@ -73,7 +73,7 @@ def test_record_carries_the_aggregate_headline_facts_and_preregistration():
     head = Statistic("ratio", 2.0, 1.5, 2.5, 0.1, 5, "log", "10-100x")
     agg = Aggregate(verdict="reproduced", parts=(), headline=head, statistics={"r": 2.0}, criterion="r > 1",
                     facts={"n_train": 1000}, tables={"frame": object()})
-    rec = make_record(toy_params("toy"), agg, preregistration={"alpha": 0.05}, runtime_s=3, device="cpu")
+    rec = make_record(toy_params("toy"), agg, preregistration={"alpha": 0.05}, deviations=(), runtime_s=3, device="cpu")
     assert rec["headline"] == {"label": "ratio", "value": 2.0, "ci_low": 1.5, "ci_high": 2.5, "se": 0.1, "n": 5,
                                "scale": "log", "level": 0.90, "paper": "10-100x"}
     assert rec["facts"] == {"n_train": 1000} and "tables" not in rec and "frame" not in json.dumps(rec)
@@ -141,3 +141,16 @@ def test_schema_accepts_what_make_record_writes_and_older_records_without_new_fi
     for key in ("provenance", "preregistration", "parts", "headline", "schema_version", "notes", "inputs_hash"):
         rec.pop(key)
     results.validate_results(rec)  # a record from before those fields existed
+
+
+def test_make_record_requires_the_deviations():
+    from .conftest import toy_aggregate, toy_params
+
+    agg = toy_aggregate("reproduced", statistics={}, criterion="c")
+    with pytest.raises(TypeError, match="deviations"):
+        make_record(toy_params("toy"), agg, preregistration=None, runtime_s=1.0, device="cpu")
+    rec = make_record(toy_params("toy"), agg, preregistration=None, deviations=(), runtime_s=1.0, device="cpu")
+    assert rec["deviations"] == []
+    rec["deviations"] = [{"date": "2026-12-01", "what": "w", "why": "y"}]
+    with pytest.raises(ValueError, match="deviations/0"):
+        results.validate_results(rec)

@@ -80,7 +80,7 @@ TOY_BODY = textwrap.dedent('''\
     else:
         agg = Aggregate(verdict="inconclusive", parts=(), headline=Statistic("value", params.value),
                         statistics={"value": params.value}, criterion="none")
-        write_results(make_record(params, agg, preregistration=None, runtime_s=0.0, device=device), results_dir)
+        write_results(make_record(params, agg, preregistration=None, deviations=(), runtime_s=0.0, device=device), results_dir)
 ''')
 
 

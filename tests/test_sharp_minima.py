@@ -159,7 +159,7 @@ def test_results_record_carries_preregistration_parts_and_is_json_serialisable(t
     from flatminima.protocol.record import read_results, write_results
 
     agg = sm.aggregate(P, _records([2.0, 3.0, 4.0, 2.5, 1.8, 2.2, 3.1, 2.7], [0.05] * 8))
-    record = make_record(P, agg, preregistration=sm.PREREGISTRATION, runtime_s=1.0, device="cpu")
+    record = make_record(P, agg, preregistration=sm.PREREGISTRATION, deviations=(), runtime_s=1.0, device="cpu")
     back = read_results(write_results(record, tmp_path))
     assert back["criterion"] == sm.CRITERION and back["preregistration"]["seeds_needed"] >= 2
     assert len(back["parts"]) == 3 and back["verdict"] == "reproduced"

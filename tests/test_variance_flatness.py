@@ -95,7 +95,7 @@ def test_verdict_follows_the_stated_criterion(psis, slopes, kw, expected, parts)
     assert agg.verdict == expected
     assert tuple(p.outcome for p in agg.parts) == parts
     assert all(p.statistic.se > 0 for p in agg.parts)
-    record = make_record(params, agg, preregistration=vf.PREREGISTRATION, runtime_s=1.0, device="cpu")
+    record = make_record(params, agg, preregistration=vf.PREREGISTRATION, deviations=(), runtime_s=1.0, device="cpu")
     validate_results(record)
     assert record["verdict"] == expected and record["statistics"]["sweep"] == []
     stationary = 0 if kw.get("stationary") is False else len(psis)

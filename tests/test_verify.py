@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import textwrap
 
 import numpy as np
@@ -11,7 +12,14 @@ import pytest
 from flatminima import cli
 from flatminima.claims import registry as presets
 from flatminima.run.execute import run_claim
-from flatminima.run.verify import compare_records, compare_statistic, rerun_overrides
+from flatminima.run.verify import (
+    check_published_verifications,
+    compare_records,
+    compare_statistic,
+    read_verifications,
+    rerun_overrides,
+    validate_verification,
+)
 from flatminima.stats.intervals import statistic
 
 from .conftest import TOY_RUN_CONTROLS, write_toy_project
@@ -132,7 +140,7 @@ TOY_BODY = textwrap.dedent('''\
     params = vtoyclaim.Params.from_namespace(globals())
     records = run_seeds(vtoyclaim.run_seed, params, cache_dir=cache_dir_for(results_dir, cache_dir), workers=1)
     agg = vtoyclaim.aggregate(params, records)
-    write_results(make_record(params, agg, preregistration=None, runtime_s=0.1, device=device), results_dir)
+    write_results(make_record(params, agg, preregistration=None, deviations=(), runtime_s=0.1, device=device), results_dir)
 ''')
 
 
@@ -187,3 +195,53 @@ def test_rerun_overrides_recreate_the_published_parameters():
     assert rerun_overrides(pub, "cpu", None) == {"lr": 0.002}
     shifted = rerun_overrides(pub, "cpu", 1000)
     assert shifted["seeds"] == [1000, 1001, 1002] and shifted["lr"] == 0.002 and "num_seeds" not in shifted
+
+
+@pytest.mark.kernel
+def test_verify_publish_writes_a_verification_record_shown_on_the_verification_page(vtoy_root, capsys):
+    from flatminima.book.pages import verification_markdown
+
+    generated = vtoy_root / "book" / "generated"
+    published = json.loads((generated / "results" / "vtoy.json").read_text())
+    out = vtoy_root / "scratch"
+    assert cli.main(["verify", "vtoy", "--root", str(vtoy_root), "--out", str(out), "--jobs", "1", "--publish"]) == 0
+    assert cli.main(["verify", "vtoy", "--root", str(vtoy_root), "--out", str(out), "--jobs", "1", "--publish",
+                     "--seeds-from", "1000", "--check-published"]) == 0
+    files = sorted(p.name for p in (generated / "verification").glob("*.json"))
+    assert len(files) == 2 and "vtoy--seeds-from-1000.json" in files
+    kernels = next(f for f in files if f.startswith("vtoy--kernels-"))
+    rec = json.loads((generated / "verification" / kernels).read_text())
+    validate_verification(rec)
+    assert rec["claim"] == "vtoy" and rec["passed"] and rec["inputs_hash"] == published["inputs_hash"]
+    assert rec["seeds"] == published["seeds"] and rec["cpu_capability"]
+    assert rec["checks"][0] == {"name": "verdict", "published": published["verdict"], "rerun": published["verdict"],
+                                "difference": "", "result": "match"}
+    disjoint = read_verifications(generated / "verification")["vtoy"][1]
+    assert disjoint["kind"] == "seeds-from-1000" and disjoint["seeds"] == list(range(1000, 1008))
+    assert check_published_verifications(vtoy_root) == []
+    page = re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", verification_markdown(generated))  # escapes removed
+    assert "Published" in page and "Disjoint seeds (from 1000)" in page and "Kernels " in page
+    assert "{bdg-success}`pass`" in page and "{bdg-warning}`stale`" not in page
+    assert "* - Part A: effect" in page  # the checks table of each verification
+
+
+@pytest.mark.kernel
+def test_a_stale_verification_record_fails_the_published_check(vtoy_root, capsys):
+    from flatminima.book.pages import verification_markdown
+
+    generated = vtoy_root / "book" / "generated"
+    out = vtoy_root / "scratch"
+    assert cli.main(["verify", "vtoy", "--root", str(vtoy_root), "--out", str(out), "--jobs", "1", "--publish"]) == 0
+    path = next((generated / "verification").glob("vtoy--kernels-*.json"))
+    rec = json.loads(path.read_text())
+    rec["inputs_hash"] = "f" * 64  # verified an earlier result than the one committed
+    path.write_text(json.dumps(rec))
+    problems = check_published_verifications(vtoy_root)
+    assert len(problems) == 1 and "stale" in problems[0] and path.name in problems[0]
+    assert "{bdg-warning}`stale`" in verification_markdown(generated)
+    capsys.readouterr()
+    assert cli.main(["verify", "vtoy", "--root", str(vtoy_root), "--out", str(out), "--jobs", "1",
+                     "--check-published"]) == 1
+    assert "stale" in capsys.readouterr().err
+    path.write_text("{}")  # not a verification record at all
+    assert "does not match the schema" in check_published_verifications(vtoy_root)[0]

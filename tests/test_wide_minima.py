@@ -76,7 +76,7 @@ def test_a_tiny_run_produces_a_valid_record(tiny_records):
     p, recs = tiny_records
     agg = wm.aggregate(p, recs)
     assert isinstance(agg, Aggregate)
-    rec = make_record(p, agg, preregistration=wm.PREREGISTRATION, runtime_s=1.0, device="cpu")
+    rec = make_record(p, agg, preregistration=wm.PREREGISTRATION, deviations=(), runtime_s=1.0, device="cpu")
     validate_results(rec)
     assert [q["statistic"]["n"] for q in rec["parts"]] == [2, 2]
     assert np.isfinite(rec["headline"]["se"]) and rec["headline"]["paper"] == wm.PAPER
@@ -96,7 +96,7 @@ def test_every_glued_name_of_the_prose_is_glued(tiny_records):
     names = {n for c in nb["cells"] if c["cell_type"] == "markdown"
              for n in re.findall(r"\{glue:(?:text|md)\}`(\w+)", "".join(c["source"]))}
     agg = wm.aggregate(p, recs)
-    fixed = {"verdict", "headline_value", "headline_low", "headline_high", "n_seeds",
+    fixed = {"verdict", "deviations_md", "headline_value", "headline_low", "headline_high", "n_seeds",
              *(f"part_{i}_{k}" for i in range(len(agg.parts)) for k in ("outcome", "reason"))}
     assert names and names - fixed <= set(agg.facts)
 

@@ -5,7 +5,7 @@
     flatminima list [CLAIM ...]
     flatminima run [CLAIM ...] [--preset smoke|cpu|paper] [-p NAME VALUE ...] [--out DIR] [--jobs N] [--force]
     flatminima book [--preset cpu|smoke|paper] [--jobs N]
-    flatminima verify [CLAIM ...] [--preset cpu] [--seeds-from K] [--out DIR] [--jobs N]
+    flatminima verify [CLAIM ...] [--preset cpu] [--seeds-from K] [--out DIR] [--jobs N] [--publish] [--check-published]
     flatminima sweep CLAIM --grid NAME=V1,V2 [--grid ...] [--preset P] [--seeds S] [--executor local|slurm] ...
 """
 from __future__ import annotations
@@ -28,7 +28,7 @@ from flatminima.run import sweep as sw
 from flatminima.run.checks import check_params, check_writable
 from flatminima.run.execute import Interrupted, run_claims
 from flatminima.run.publish import PUBLISHED_BESIDE, find_root, published_dir
-from flatminima.run.verify import HEADER, verify
+from flatminima.run.verify import HEADER, check_published_verifications, verify
 
 SET_BY_COMMAND = ("preset", "results_dir", "show_progress", "cache_dir", "workers")
 """Run controls that the command sets itself (``--preset``, ``--out``, ``--jobs``); ``-p`` refuses them."""
@@ -167,6 +167,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
     root = find_root(args.root)
     if args.seeds_from is not None and args.seeds_from < 0:
         raise ParameterError(f"--seeds-from must be >= 0, got {args.seeds_from}")
+    stale = check_published_verifications(root, args.preset) if args.check_published else []
+    for problem in stale:
+        print(f"verify: published verification record {problem}", file=sys.stderr)
     print(HEADER, flush=True)
 
     def show(claim, checks):
@@ -175,11 +178,15 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
     checks, ok = verify(claims, root=root, preset=args.preset, seeds_from=args.seeds_from,
                         out_dir=Path(args.out) if args.out else None, jobs=args.jobs, device=args.device,
-                        timeout=args.timeout, on_done=show)
+                        timeout=args.timeout, on_done=show, publish=args.publish)
     bad = [c for c in checks if not c.match]
     seeds = f"disjoint seeds from {args.seeds_from}" if args.seeds_from is not None else "the published seeds"
     if bad:
         print(f"verify: {len(bad)} of {len(checks)} checks MISMATCH ({args.preset} preset, {seeds})", file=sys.stderr)
+        return 1
+    if stale:
+        print(f"verify: all {len(checks)} checks match, but {len(stale)} published verification record(s) do not "
+              f"verify the committed results (see above)", file=sys.stderr)
         return 1
     print(f"verify: all {len(checks)} checks match ({args.preset} preset, {seeds})")
     return 0
@@ -290,6 +297,12 @@ def build_parser() -> argparse.ArgumentParser:
     ver.add_argument("--device", default="auto")
     ver.add_argument("--jobs", type=_positive_int, default=default_jobs)
     ver.add_argument("--timeout", type=_positive_int, default=None, help="per-cell timeout in seconds")
+    ver.add_argument("--publish", action="store_true",
+                     help="write each claim's verification record into the book "
+                          "(book/generated/verification/<claim>--<kind>.json, shown on the Verification page)")
+    ver.add_argument("--check-published", action="store_true",
+                     help="also fail if a committed verification record verifies another result than the committed "
+                          "one (its inputs_hash differs: stale)")
     ver.add_argument("--root")
     ver.set_defaults(func=cmd_verify)
 

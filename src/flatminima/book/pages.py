@@ -17,6 +17,7 @@ from flatminima.data.registry import DISPLAY_NAMES
 from flatminima.pages.markdown import (
     badge,
     compact_seeds,
+    deviations_markdown,
     duration_text,
     escape_md,
     fmt,
@@ -34,6 +35,7 @@ from flatminima.protocol.params import PRESET_NAMES
 from flatminima.protocol.record import read_results
 from flatminima.run.checks import missing_data
 from flatminima.run.publish import PUBLISHED_BESIDE, published_dir, published_state
+from flatminima.run.verify import read_verifications
 
 
 def _claim_link(claim: str, title: str) -> str:
@@ -66,6 +68,7 @@ def dashboard_markdown(results: dict[str, dict[str, Any] | None],
         "makes the verdict inconclusive, and estimates are shown with their intervals but never decide.",
         "*inconclusive* means the run could not decide either way at this scale; it is not a soft *reproduced*.",
         f"Results of runs executed up to {escape_md(built_at, math=False)}; each claim's provenance is below.",
+        "Each published result re-executed on other CPU kernels and on disjoint seeds: {doc}`verification`.",
         "",
         ":::{list-table}",
         ":header-rows: 1",
@@ -308,7 +311,23 @@ def status_markdown(generated: Path) -> str:
             "generated from the executed notebooks and their results. *pass* means the notebook ran to the end",
             "and wrote its results; the verdict itself is on the {doc}`dashboard`. Run times are wall-clock",
             "seconds of the whole notebook on the machine named.", ""]
-    return "\n".join(head + rows)
+    return "\n".join(head + rows + _deviations_section(generated))
+
+
+def _deviations_section(generated: Path) -> list[str]:
+    """The status page's list of each chapter's deviations from its pre-registration, from its record."""
+    out = ["## Deviations from the pre-registrations", "",
+           "Every change to a claim's pre-registration, preset, seeds, data set or protocol made after verdict",
+           "seeds ran, as its published record lists them (the claim module's `DEVIATIONS`).", ""]
+    for claim in CLAIMS:
+        rec = read_record(Path(generated) / "results" / f"{claim}.json")
+        title = chapter_title(Path(generated) / f"{claim}.ipynb") or CLAIM_TITLES.get(claim, claim)
+        out += [f"### {escape_md(title)}", ""]
+        if rec is None:
+            out += ["No published record.", ""]
+            continue
+        out += [deviations_markdown(rec.get("deviations")), ""]
+    return out
 
 
 def runtime_table(generated: Path) -> dict[str, dict[str, dict[str, Any]]]:
@@ -351,6 +370,77 @@ def runtimes_markdown(generated: Path) -> str:
     return "\n".join(rows)
 
 
+# ----------------------------------------------------------------------------- verification
+def _verification_status(v: Mapping[str, Any], rec: Mapping[str, Any] | None) -> str:
+    if rec is None or v.get("inputs_hash") != rec.get("inputs_hash"):
+        return "{bdg-warning}`stale`"
+    return "{bdg-success}`pass`" if v.get("passed") else "{bdg-danger}`fail`"
+
+
+def _verification_column(v: Mapping[str, Any]) -> str:
+    kind = str(v.get("kind", ""))
+    if kind.startswith("seeds-from-"):
+        return f"Disjoint seeds (from {kind.removeprefix('seeds-from-')})"
+    return f"Kernels {kind.removeprefix('kernels-').upper()}"
+
+
+def verification_markdown(generated: Path) -> str:
+    """The Verification page: per claim, the published result beside each published verification of it.
+
+    Columns: the published record, then one per verification record under ``generated/verification/``
+    (other CPU kernels, disjoint seeds), each with its verdict, result (*pass*, *fail*, or *stale* when
+    its ``inputs_hash`` is not the committed result's) and, below, its checks table. Every string from
+    a record is escaped.
+    """
+    generated = Path(generated)
+    verifications = read_verifications(generated / "verification")
+    out = ["# Verification", "",
+           "`flatminima verify --publish` re-executes each chapter at its preset into a scratch folder, on another",
+           "family of CPU kernels (`ATEN_CPU_CAPABILITY`) or on seeds disjoint from the verdict seeds, and compares",
+           "the verdict, every part's outcome and every headline statistic with the published record (a statistic",
+           "matches when the difference lies within its 99% Welch interval; see {doc}`../reproducing`). A",
+           "verification made for an earlier result than the one published is shown as *stale*; CI",
+           "(`flatminima verify --check-published`) fails while one is committed.", ""]
+    for claim in CLAIMS:
+        rec = read_record(generated / "results" / f"{claim}.json")
+        title = chapter_title(generated / f"{claim}.ipynb") or CLAIM_TITLES.get(claim, claim)
+        vs = verifications.get(claim, [])
+        out += [f"## {escape_md(title)}", ""]
+        if rec is None:
+            out += ["No published record." + (" Its verification records are stale." if vs else ""), ""]
+            continue
+        if not vs:
+            out += [f"{badge(rec.get('verdict'))} published; not verified in this build "
+                    f"(`flatminima verify {_slug(claim)} --publish`).", ""]
+            continue
+        prov = rec.get("provenance") if isinstance(rec.get("provenance"), Mapping) else {}
+        rows = [":::{list-table}", ":header-rows: 1", ":class: verification", "",
+                "* - ", "  - Published", *(f"  - {escape_md(_verification_column(v), math=False)}" for v in vs)]
+        rows += ["* - Verdict", f"  - {badge(rec.get('verdict'))}", *(f"  - {badge(v.get('rerun_verdict'))}" for v in vs)]
+        rows += ["* - Result", "  - published", *(f"  - {_verification_status(v, rec)}" for v in vs)]
+        rows += ["* - Seeds", f"  - {escape_md(compact_seeds(rec.get('seeds') or []), math=False)}",
+                 *(f"  - {escape_md(compact_seeds(v.get('seeds') or []), math=False)}" for v in vs)]
+        rows += ["* - CPU kernels", f"  - {escape_md(str(prov.get('aten_cpu_capability') or 'default'), math=False)}",
+                 *(f"  - {escape_md(v.get('cpu_capability', '?'), math=False)}" for v in vs)]
+        rows += ["* - Date", f"  - {escape_md(utc_text(prov.get('executed_at')), math=False)}",
+                 *(f"  - {escape_md(str(v.get('date', '?')), math=False)}" for v in vs)]
+        out += rows + [":::", ""]
+        for v in vs:
+            out += [f"### {escape_md(title)}: {escape_md(_verification_column(v), math=False)}", "",
+                    f"{_verification_status(v, rec)} " + escape_md(
+                        f"{len(v.get('checks') or [])} checks, re-run {v.get('date', '?')} on "
+                        f"{(v.get('provenance') or {}).get('machine', 'an unrecorded machine')}", math=False), "",
+                    ":::{list-table}", ":header-rows: 1", ":class: verification-checks", "",
+                    "* - Check", "  - Published", "  - Re-run", "  - Difference (99% interval)", "  - Result"]
+            for c in v.get("checks") or []:
+                out += [f"* - {escape_md(c.get('name', ''))}", f"  - {escape_md(c.get('published', ''), math=False)}",
+                        f"  - {escape_md(c.get('rerun', ''), math=False)}",
+                        f"  - {escape_md(c.get('difference', ''), math=False)}",
+                        f"  - {escape_md(c.get('result', ''), math=False)}"]
+            out += [":::", ""]
+    return "\n".join(out)
+
+
 # ----------------------------------------------------------------------------- pages and build
 def chapter_title(notebook: Path) -> str | None:
     """The first level-1 heading of a notebook, or None."""
@@ -375,10 +465,11 @@ def write_dashboard(generated: Path) -> Path:
 
 
 def write_pages(generated: Path) -> list[Path]:
-    """Write every generated page: dashboard, execution status and the run-time table of the teaching page."""
+    """Write every generated page: dashboard, execution status, verification and the run-time table of the teaching page."""
     generated = Path(generated)
     return [write_dashboard(generated),
             atomic_write_text(generated / "status.md", status_markdown(generated)),
+            atomic_write_text(generated / "verification.md", verification_markdown(generated)),
             atomic_write_text(generated / "runtimes.md", runtimes_markdown(generated))]
 
 
@@ -398,4 +489,4 @@ def check_executed(generated: Path) -> None:
 
 
 __all__ = ["PaperRun", "check_executed", "dashboard_markdown", "paper_markdown", "paper_runs", "runtimes_markdown",
-           "status_markdown", "write_dashboard", "write_pages"]
+           "status_markdown", "verification_markdown", "write_dashboard", "write_pages"]

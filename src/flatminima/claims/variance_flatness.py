@@ -58,7 +58,7 @@ from flatminima.landscape.trajectory import (
 from flatminima.nn.flat import FlatSpec, flatten, unflatten
 from flatminima.nn.models import ACTIVATIONS, make_model
 from flatminima.nn.train import check_finite, evaluate, train
-from flatminima.protocol.contract import Aggregate, Part, Statistic
+from flatminima.protocol.contract import Aggregate, Deviation, Part, Statistic
 from flatminima.protocol.params import ClaimParams, param
 from flatminima.stats.decision import Verdict, combine, decide
 from flatminima.stats.intervals import mean_ci, statistic
@@ -176,6 +176,20 @@ PREREGISTRATION = preregister(
            "source": "pilot seeds 500-504 of this protocol at the cpu preset (issue 11): psi 3.98-4.46, "
                      "effect sd 0.165; control slope 3.12-3.40 (sd 0.11), all 5 controls stationary"},
 )
+
+DEVIATIONS: tuple[Deviation, ...] = (
+    Deviation(
+        date="2026-12-01",
+        what="protocol and cpu preset replaced after the first edition's verdict (reproduced, seeds 0-4): a "
+             "criterion on psi in every one of the SGD seeds -> pre-registered parts (psi inside the stated band, "
+             "decided by stats.decide) with an equilibrium control and a stationarity test, a window sweep and a "
+             "random-walk null; verdict seeds 5 -> 6 (commit 9f6fc53)",
+        why="no reason was stated at the time",
+        seeds_seen=True),
+)
+"""Every change to this claim's pre-registration, preset, seeds, data set or protocol made after verdict seeds ran
+(dates and commits from the repository's history); stored in the record and shown in the chapter and on the
+status page."""
 
 
 # ----------------------------------------------------------------------------- one window

@@ -445,3 +445,22 @@ def reduced_text(reduced: Mapping[str, tuple[Any, Any]]) -> str:
         else:
             out.append(f"{name} {_value_text(was)} → {_value_text(used)}")
     return "; ".join(out)
+
+
+def deviations_markdown(deviations: Any) -> str:
+    """A record's ``deviations`` as a Markdown list (date, what, why, whether verdict seeds had been seen).
+
+    ``"none"`` when the list is empty; ``"not recorded"`` for a record from before deviations were
+    recorded (``None``). Every string is escaped (:func:`escape_md`).
+    """
+    if deviations is None:
+        return "not recorded"
+    items = [d for d in deviations if isinstance(d, Mapping)]
+    if not items:
+        return "none"
+    out = []
+    for d in items:
+        seen = "after verdict seeds were seen" if d.get("seeds_seen") else "before any verdict seed was seen"
+        out.append(f"- **{escape_md(d.get('date', '?'), math=False)}**: {escape_md(d.get('what', ''))}. "
+                   f"Why: {escape_md(d.get('why', ''))}. {escape_md(seen, math=False)}.")
+    return "\n".join(out)

@@ -20,6 +20,7 @@ from typing import Any
 
 from flatminima.pages.markdown import badge as _badge
 from flatminima.pages.markdown import (
+    deviations_markdown,
     escape_md,
     provenance_markdown,
     result_box_markdown,
@@ -138,6 +139,8 @@ def glue_record(record: Mapping[str, Any]) -> None:
     * ``subclaims_md`` (Markdown, ``{glue:md}``): each sub-claim's role, the paper's words and where, its
       smallest effect with its source and its outcome (:func:`flatminima.pages.markdown.subclaims_markdown`);
     * ``runtime_s`` (number) and ``criterion_md`` (the registered criterion, escaped Markdown);
+    * ``deviations_md``: the record's deviations from the pre-registration as an escaped Markdown list
+      (:func:`flatminima.pages.markdown.deviations_markdown`; "none" when there are none);
     * every entry of ``record["facts"]`` under its own name (numbers as numbers, other values as text);
       a fact named ``<x>_text`` (a sentence that may hold ``$...$`` maths) is also glued as escaped
       Markdown under ``<x>_md``, for ``{glue:md}``.
@@ -176,6 +179,7 @@ def glue_record(record: Mapping[str, Any]) -> None:
     put("subclaims_md", Markdown(subclaims_markdown(record)))
     put("runtime_s", float(record.get("runtime_s", float("nan"))))
     put("criterion_md", Markdown(escape_md(record.get("criterion", ""))))
+    put("deviations_md", Markdown(deviations_markdown(record.get("deviations", []))))
     for name, value in (record.get("facts") or {}).items():
         put(name, value if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value))
         if name.endswith("_text"):

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from flatminima.core.io import atomic_write_text, jsonable
 from flatminima.core.provenance import provenance, versions
-from flatminima.protocol.contract import Aggregate
+from flatminima.protocol.contract import Aggregate, Deviation
 from flatminima.protocol.params import ClaimParams
 from flatminima.stats.decision import OUTCOMES
 
@@ -78,12 +78,19 @@ RESULTS_SCHEMA: dict[str, Any] = {
         "facts": {"type": "object"},
         "notes": {"type": "string"},
         "inputs_hash": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+        "deviations": {"type": "array", "items": {
+            "type": "object", "required": ["date", "what", "why", "seeds_seen"],
+            "properties": {"date": {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$"},
+                           "what": {"type": "string"}, "why": {"type": "string"},
+                           "seeds_seen": {"type": "boolean"}}}},
     },
 }
 """JSON Schema (draft 2020-12) of a results record: checked when a record is written and when it is read.
 
 ``inputs_hash`` is stamped by :mod:`flatminima.run.publish` when it publishes a run: the hash of the
-notebook, parameters and library source that produced the record.
+notebook, parameters and library source that produced the record. ``deviations`` are the claim's
+``DEVIATIONS`` (:class:`~flatminima.protocol.contract.Deviation`): every change to its pre-registration,
+preset, seeds, data set or protocol made after verdict seeds ran (records from before it existed lack it).
 """
 
 _validator = None
@@ -120,7 +127,7 @@ def validate_results(record: Any) -> None:
 
 
 def make_record(params: ClaimParams, agg: Aggregate, *, preregistration: Mapping[str, Any] | None,
-                runtime_s: float, device: Any) -> dict[str, Any]:
+                deviations: Sequence[Deviation], runtime_s: float, device: Any) -> dict[str, Any]:
     """The results record of one run of a claim: the one way every claim writes its record.
 
     Parameters
@@ -131,6 +138,8 @@ def make_record(params: ClaimParams, agg: Aggregate, *, preregistration: Mapping
         What the claim's ``aggregate`` returned from the per-seed records.
     preregistration : Mapping or None
         The claim's ``PREREGISTRATION`` (:func:`flatminima.stats.power.preregister`).
+    deviations : sequence of Deviation
+        The claim's ``DEVIATIONS`` (required: ``()`` when there are none), stored as ``deviations``.
     runtime_s : float
         Wall time of the run, in seconds.
     device : str or torch.device
@@ -159,6 +168,7 @@ def make_record(params: ClaimParams, agg: Aggregate, *, preregistration: Mapping
         "versions": versions(),
         "provenance": provenance(str(device)),
         "preregistration": dict(preregistration) if preregistration is not None else None,
+        "deviations": [d.to_dict() if isinstance(d, Deviation) else dict(d) for d in deviations],
         "parts": [p.to_dict() for p in agg.parts],
         "facts": dict(agg.facts),
         "notes": agg.notes or "; ".join(f"{p.name}: {p.outcome.value} ({p.reason})" for p in agg.parts),

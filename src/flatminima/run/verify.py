@@ -14,12 +14,23 @@ Two things must agree:
   within its 99% Welch interval, :math:`|d| \\le t_{0.995,\\nu}\\sqrt{se_1^2 + se_2^2}` (on the log
   scale for ratio statistics). This is a two-sample check: an independent replication falls
   outside the *published* 95% interval about one time in six even when nothing is wrong.
+
+With ``--publish`` each claim's verification is also written into the book, as a **verification
+record** (:data:`VERIFICATION_SCHEMA`) at ``<published folder>/verification/<claim>--<kind>.json``
+(``book/generated/verification/`` for the cpu preset), where ``kind`` is ``kernels-<capability>``
+(the ATen CPU kernel family the re-run used) or ``seeds-from-<K>`` (disjoint seeds). It names the
+published record it verifies by its ``inputs_hash``; :func:`check_published_verifications`
+(``--check-published``) fails when a committed verification record no longer matches the committed
+result it verifies (stale), so a verification shown in the book is always of the result shown.
 """
 from __future__ import annotations
 
+import datetime as _dt
+import json
 import math
 import os
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +38,9 @@ from typing import Any
 from scipy import stats as sps
 
 from flatminima.claims.registry import CLAIMS, deviations, resolve
+from flatminima.core.io import atomic_write_text, jsonable
 from flatminima.core.lock import out_lock
+from flatminima.core.provenance import cpu_capability
 from flatminima.pages.markdown import fmt
 from flatminima.protocol.record import read_results
 from flatminima.run.execute import Interrupted, run_claim, stop_on_signals, stop_requested
@@ -134,10 +147,11 @@ def rerun_overrides(published: dict, preset: str, seeds_from: int | None) -> dic
 
 def verify(claims: list[str] | None, *, root: Path, preset: str = "cpu", seeds_from: int | None = None,
            out_dir: Path | None = None, jobs: int = 1, device: str = "auto", timeout: int | None = None,
-           on_done=None) -> tuple[list[Check], bool]:
+           on_done=None, publish: bool = False) -> tuple[list[Check], bool]:
     """Re-execute ``claims`` (all by default) and compare each with its published record.
 
-    Returns every :class:`Check` and whether all matched. Raises FileNotFoundError when a
+    With ``publish``, each claim that re-ran gets its verification record written into the book
+    (:func:`write_verification`). Returns every :class:`Check` and whether all matched. Raises FileNotFoundError when a
     claim has no published record for ``preset`` and ValueError when ``out_dir`` is the book's
     own folder.
     """
@@ -176,7 +190,10 @@ def verify(claims: list[str] | None, *, root: Path, preset: str = "cpu", seeds_f
         if outcome.status != "ran":
             checks = [Check(claim, "re-run", records[claim]["verdict"], outcome.status.upper(), outcome.error, False)]
         else:
-            checks = compare_records(records[claim], read_results(outcome.results))
+            rerun = read_results(outcome.results)
+            checks = compare_records(records[claim], rerun)
+            if publish:
+                write_verification(root, verification_record(records[claim], rerun, checks, seeds_from=seeds_from))
         if on_done and outcome.status != "stopped":
             on_done(claim, checks)
         return checks
@@ -198,3 +215,155 @@ def verify(claims: list[str] | None, *, root: Path, preset: str = "cpu", seeds_f
 
 
 HEADER = "claim | check | published | re-run | difference (99% interval) | result"
+
+
+# ----------------------------------------------------------------------------- verification records
+VERIFICATION_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "title": "flatminima verification record",
+    "type": "object",
+    "required": ["schema_version", "claim", "preset", "kind", "cpu_capability", "seeds", "published_seeds",
+                 "inputs_hash", "published_verdict", "rerun_verdict", "checks", "passed", "date", "provenance"],
+    "properties": {
+        "schema_version": {"const": 1},
+        "claim": {"type": "string", "pattern": "^[a-z0-9][a-z0-9-]*$"},
+        "preset": {"type": "string"},
+        "kind": {"type": "string", "pattern": "^(kernels-[A-Za-z0-9_]+|seeds-from-[0-9]+)$"},
+        "cpu_capability": {"type": "string"},
+        "seeds": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+        "published_seeds": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+        "inputs_hash": {"anyOf": [{"type": "string", "pattern": "^[0-9a-f]{64}$"}, {"type": "null"}]},
+        "published_verdict": {"type": "string"},
+        "rerun_verdict": {"type": "string"},
+        "checks": {"type": "array", "items": {
+            "type": "object", "required": ["name", "published", "rerun", "difference", "result"],
+            "properties": {"name": {"type": "string"}, "published": {"type": "string"}, "rerun": {"type": "string"},
+                           "difference": {"type": "string"}, "result": {"enum": ["match", "mismatch"]}},
+            "additionalProperties": False}},
+        "passed": {"type": "boolean"},
+        "date": {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}"},
+        "provenance": {"type": ["object", "null"]},
+    },
+    "additionalProperties": False,
+}
+"""JSON Schema of a verification record (``book/generated/verification/<claim>--<kind>.json``).
+
+``inputs_hash`` is the published record's: the record verifies that result and no other.
+"""
+
+
+def verification_kind(seeds_from: int | None, capability: str | None = None) -> str:
+    """``seeds-from-<K>`` for a re-run on disjoint seeds, else ``kernels-<capability>`` (this process's)."""
+    if seeds_from is not None:
+        return f"seeds-from-{int(seeds_from)}"
+    cap = "".join(ch for ch in str(capability or cpu_capability()) if ch.isalnum() or ch == "_") or "unknown"
+    return f"kernels-{cap.lower()}"
+
+
+def verification_record(published: Mapping[str, Any], rerun: Mapping[str, Any], checks: list[Check], *,
+                        seeds_from: int | None = None, capability: str | None = None) -> dict[str, Any]:
+    """The verification record of one claim: what was re-run, how, every check and whether all passed."""
+    cap = str(capability or cpu_capability())
+    prov = rerun.get("provenance") if isinstance(rerun.get("provenance"), Mapping) else None
+    record = {
+        "schema_version": 1,
+        "claim": str(published["claim"]),
+        "preset": str(published.get("preset")),
+        "kind": verification_kind(seeds_from, cap),
+        "cpu_capability": cap,
+        "seeds": [int(s) for s in rerun.get("seeds") or []],
+        "published_seeds": [int(s) for s in published.get("seeds") or []],
+        "inputs_hash": published.get("inputs_hash"),
+        "published_verdict": str(published.get("verdict")),
+        "rerun_verdict": str(rerun.get("verdict")),
+        "checks": [{"name": c.what, "published": c.published, "rerun": c.rerun, "difference": c.difference,
+                    "result": "match" if c.match else "mismatch"} for c in checks],
+        "passed": all(c.match for c in checks),
+        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "provenance": dict(prov) if prov is not None else None,
+    }
+    record = jsonable(record)
+    validate_verification(record)
+    return record
+
+
+_vvalidator = None
+
+
+def validate_verification(record: Any) -> None:
+    """Raise ValueError unless ``record`` matches :data:`VERIFICATION_SCHEMA` (naming the first bad field)."""
+    global _vvalidator
+    if _vvalidator is None:
+        from jsonschema import Draft202012Validator
+
+        Draft202012Validator.check_schema(VERIFICATION_SCHEMA)
+        _vvalidator = Draft202012Validator(VERIFICATION_SCHEMA)
+    errors = sorted(_vvalidator.iter_errors(record), key=lambda e: list(map(str, e.absolute_path)))
+    if errors:
+        e = errors[0]
+        where = "/".join(map(str, e.absolute_path)) or "record"
+        raise ValueError(f"verification record does not match the schema at {where}: {e.message}")
+
+
+def verification_dir(root: str | os.PathLike, preset: str = "cpu") -> Path:
+    """Where the verification records of ``preset`` are published (``book/generated/verification`` for cpu)."""
+    return published_dir(Path(root), preset) / "verification"
+
+
+def write_verification(root: str | os.PathLike, record: Mapping[str, Any]) -> Path:
+    """Validate ``record`` and write it atomically to ``<verification_dir>/<claim>--<kind>.json``."""
+    validate_verification(record)
+    path = verification_dir(root, record["preset"]) / f"{record['claim']}--{record['kind']}.json"
+    return atomic_write_text(path, json.dumps(jsonable(dict(record)), indent=2, allow_nan=False) + "\n")
+
+
+def read_verifications(folder: str | os.PathLike) -> dict[str, list[dict[str, Any]]]:
+    """``{claim: [verification record, ...]}`` (kernels kinds first, then seeds) from ``folder/*.json``.
+
+    A file that is not valid JSON or not a valid record is left out (``check_published_verifications`` reports it).
+    """
+    out: dict[str, list[dict[str, Any]]] = {}
+    folder = Path(folder)
+    for path in sorted(folder.glob("*--*.json")) if folder.is_dir() else []:
+        try:
+            rec = json.loads(path.read_text(encoding="utf-8"))
+            validate_verification(rec)
+        except (ValueError, OSError):
+            continue
+        out.setdefault(rec["claim"], []).append(rec)
+    for recs in out.values():
+        recs.sort(key=lambda r: (not r["kind"].startswith("kernels-"), r["kind"]))
+    return out
+
+
+def check_published_verifications(root: str | os.PathLike, preset: str = "cpu") -> list[str]:
+    """Problems with the verification records committed under the book; an empty list when there are none.
+
+    Each record must validate, be named ``<claim>--<kind>.json`` after its contents, and verify the
+    committed result of its claim: a record whose ``inputs_hash`` differs from that result's is
+    *stale* (the result was re-published after it was verified) and must be re-made with
+    ``flatminima verify --publish`` or removed.
+    """
+    folder = verification_dir(root, preset)
+    results = published_dir(Path(root), preset) / "results"
+    problems: list[str] = []
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            rec = json.loads(path.read_text(encoding="utf-8"))
+            validate_verification(rec)
+        except (ValueError, OSError) as exc:
+            problems.append(f"{path}: {exc}")
+            continue
+        if path.name != f"{rec['claim']}--{rec['kind']}.json":
+            problems.append(f"{path}: named for another claim or kind than it holds ({rec['claim']}, {rec['kind']})")
+        res = results / f"{rec['claim']}.json"
+        try:
+            published = read_results(res)
+        except (ValueError, OSError) as exc:
+            problems.append(f"{path}: verifies {res}, which is not a readable result ({exc})")
+            continue
+        if published.get("inputs_hash") != rec.get("inputs_hash"):
+            problems.append(f"{path}: stale: it verifies inputs_hash {str(rec.get('inputs_hash'))[:12]}, the committed "
+                            f"result {res.name} has {str(published.get('inputs_hash'))[:12]}; re-run "
+                            f"`flatminima verify {rec['claim']} --publish` (with the same kernels or seeds) or remove it")
+    return problems
