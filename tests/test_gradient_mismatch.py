@@ -269,3 +269,25 @@ def test_every_glued_name_of_the_prose_is_glued():
     fixed = {"verdict", "deviations_md", "headline_value", "headline_low", "headline_high", "n_seeds", "runtime_s",
              *(f"part_{i}_{k}" for i in range(len(agg.parts)) for k in ("outcome", "reason"))}
     assert names - fixed - set(agg.facts) == set()
+
+
+def test_parts_carry_their_subclaims_and_both_are_decided_under_holm():
+    from flatminima.protocol.contract import Role, verdict_of
+    df = _table(0.2 + 0.01 * np.arange(10))
+    duo = _duo([2.0 + 0.1 * i for i in range(12)])
+    recs_a = [{"seed": s, "rows": g.drop(columns=["seed", "reliable"]).to_dict("records"), "eval_loss": {}}
+              for s, g in df.groupby("seed")]
+    records = [{"seed": s, "part_a": recs_a[s] if s < 10 else None, "part_b": duo.iloc[s].to_dict()} for s in range(12)]
+    params = gm.Params.from_preset("cpu", num_seeds=12, part_a_seeds=10, part_b_seeds=12)
+    agg = gm.aggregate(params, records)
+    assert [q.subclaim for q in agg.parts] == list(gm.SUBCLAIMS)
+    assert all(q.name.startswith(f"Part {q.subclaim.key}") for q in agg.parts)
+    assert [q.role for q in agg.parts] == [Role.DECIDED, Role.DECIDED]
+    assert all(q.decision is not None for q in agg.parts) and agg.verdict == verdict_of(agg.parts)
+    assert agg.statistics["verdict_part_a"] == agg.parts[0].outcome
+    # an unreliable reference gates Part A: inconclusive, no Decision for Holm, so the verdict is inconclusive
+    bad = _table(0.2 + 0.01 * np.arange(10), reliability=0.5)
+    recs_bad = [{"seed": s, "rows": g.drop(columns=["seed", "reliable"]).to_dict("records"), "eval_loss": {}}
+                for s, g in bad.groupby("seed")]
+    agg = gm.aggregate(params, [{**r, "part_a": recs_bad[s] if s < 10 else None} for s, r in enumerate(records)])
+    assert agg.part("Part A").decision is None and agg.verdict == "inconclusive"

@@ -209,3 +209,16 @@ def test_notebook_parameters_cell_declares_every_field_then_validates():
     src = "".join("".join(c["source"]) for c in code)
     assert "replicates.run_seeds(sharp_minima.run_seed" in src and "workers=workers" in src
     assert "range(params.num_seeds)" not in src
+
+
+def test_parts_carry_their_subclaims_and_decisions_and_part_b_is_an_estimate():
+    from flatminima.protocol.contract import Role, verdict_of
+    # A: clear effect; B: SB generalizes *worse* in every seed. B is an estimate: the verdict is A's (and C's)
+    agg = sm.aggregate(P, _records([2.0, 3.0, 4.0, 2.5, 1.8, 2.2, 3.1, 2.7], [-0.05, -0.06, -0.04, -0.05] * 2))
+    assert [p.subclaim for p in agg.parts] == list(sm.SUBCLAIMS)
+    assert all(p.name.startswith(p.subclaim.key) for p in agg.parts)
+    assert [p.role for p in agg.parts] == [Role.DECIDED, Role.ESTIMATE, Role.CONTROL]
+    assert agg.part("A").decision is not None and agg.part("B").decision is not None and agg.part("C").decision is None
+    assert agg.part("B").outcome == "not reproduced" and agg.verdict == "reproduced" == verdict_of(agg.parts)
+    assert agg.part("B").decision.smallest_effect == pytest.approx(sm.GAP_SMALLEST_EFFECT)
+    assert "verdict_of" in agg.criterion

@@ -81,7 +81,7 @@ def _records(psis, slopes, **kw):
 
 @pytest.mark.parametrize("psis, slopes, kw, expected, parts", [
     ([4.0, 4.3, 3.8, 4.1], [3.0, 3.5, 2.8, 3.2], {}, "reproduced", ("reproduced", "reproduced")),
-    ([4.0, 4.3, 3.8, 4.1], [-2.0, -2.5, -1.8, -2.2], {}, "not reproduced", ("reproduced", "not reproduced")),
+    ([4.0, 4.3, 3.8, 4.1], [-2.0, -2.5, -1.8, -2.2], {}, "inconclusive", ("reproduced", "not reproduced")),  # failed control
     ([7.0, 7.3, 6.8, 7.1], [3.0, 3.5, 2.8, 3.2], {}, "not reproduced", ("not reproduced", "reproduced")),
     ([4.0, 4.3, 3.8, 4.1], [3.0, 3.5, 2.8, 3.2], {"rho": -0.5}, "not reproduced", ("not reproduced", "reproduced")),
     ([4.0, 4.3, 3.8, 4.1], [3.0, 3.5, 2.8, 3.2], {"stationary": False}, "inconclusive",
@@ -171,3 +171,16 @@ def test_notebook_declares_every_parameter_then_validates_first():
     joined = "".join("".join(c["source"]) for c in code)
     assert "write_results(" in joined and "run_seeds(" in joined and "workers=workers" in joined
     assert "print(" not in joined and "display(Markdown" not in joined  # prose lives in Markdown with glue
+
+
+def test_parts_carry_their_subclaims_and_a_gated_part_carries_no_decision():
+    from flatminima.protocol.contract import Role, verdict_of
+    params = vf.Params.from_preset("cpu", num_seeds=4)
+    agg = vf.aggregate(params, _records([4.0, 4.3, 3.8, 4.1], [3.0, 3.5, 2.8, 3.2]))
+    assert [p.subclaim for p in agg.parts] == list(vf.SUBCLAIMS)
+    assert all(p.name.startswith(f"Part {p.subclaim.key}") for p in agg.parts)
+    assert [p.role for p in agg.parts] == [Role.DECIDED, Role.CONTROL]
+    assert all(p.decision is not None for p in agg.parts) and agg.verdict == verdict_of(agg.parts)
+    gated = vf.aggregate(params, _records([4.0, 4.3, 3.8, 4.1], [3.0, 3.5, 2.8, 3.2], rho=-0.5))
+    assert gated.part("Part A").decision is None and gated.part("Part A").outcome == "not reproduced"
+    assert gated.statistics["outcomes"]["A"] == "not reproduced"

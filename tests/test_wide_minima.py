@@ -117,16 +117,22 @@ def _fake(ridge: list[float], bias: list[float]) -> list[dict]:
     return recs
 
 
-@pytest.mark.parametrize("ridge, bias, expected", [
-    ([0.6, 0.5, 0.7, 0.55, 0.65, 0.6], [0.8, 0.7, 0.9, 0.6, 0.75, 0.85], "reproduced"),
-    ([0.6, 0.5, 0.7, 0.55, 0.65, 0.6], [0.01, -0.01, 0.0, 0.02, -0.02, 0.0], "not reproduced"),  # B excluded by TOST
-    ([0.6, 0.5, 0.7, 0.55, 0.65, 0.6], [1.5, -1.2, 0.3, -0.8, 2.0, -1.0], "inconclusive"),
-    ([-0.6, -0.5, -0.7, -0.55, -0.65, -0.6], [0.8, 0.7, 0.9, 0.6, 0.75, 0.85], "not reproduced"),  # A reversed
+@pytest.mark.parametrize("ridge, bias, expected, part_b", [
+    ([0.6, 0.5, 0.7, 0.55, 0.65, 0.6], [0.8, 0.7, 0.9, 0.6, 0.75, 0.85], "reproduced", "reproduced"),
+    # Part B is an estimate: its outcome is reported, the verdict is Part A's
+    ([0.6, 0.5, 0.7, 0.55, 0.65, 0.6], [0.01, -0.01, 0.0, 0.02, -0.02, 0.0], "reproduced", "not reproduced"),
+    ([0.6, 0.5, 0.7, 0.55, 0.65, 0.6], [1.5, -1.2, 0.3, -0.8, 2.0, -1.0], "reproduced", "inconclusive"),
+    ([-0.6, -0.5, -0.7, -0.55, -0.65, -0.6], [0.8, 0.7, 0.9, 0.6, 0.75, 0.85], "not reproduced", "reproduced"),
+    ([0.01, -0.01, 0.0, 0.02, -0.02, 0.0], [0.8, 0.7, 0.9, 0.6, 0.75, 0.85], "not reproduced", "reproduced"),  # A TOST
+    ([1.5, -1.2, 0.3, -0.8, 2.0, -1.0], [0.8, 0.7, 0.9, 0.6, 0.75, 0.85], "inconclusive", "reproduced"),
 ])
-def test_verdict_follows_the_preregistered_rule(ridge, bias, expected):
+def test_verdict_follows_the_preregistered_rule(ridge, bias, expected, part_b):
     p = wm.Params.from_preset("smoke")
     agg = wm.aggregate(p, _fake(ridge, bias))
     assert agg.verdict.value == expected
+    assert agg.part("Part B").outcome.value == part_b
+    assert [pt.role.value for pt in agg.parts] == ["decided", "estimate"]
+    assert [pt.subclaim for pt in agg.parts] == list(wm.SUBCLAIMS)
     assert agg.headline.value == pytest.approx(np.mean(ridge))
     assert agg.statistics["crossover"]["absolute"]["seeds_with_crossover"] == 0
     assert agg.statistics["crossover"]["relative"]["estimate"] == pytest.approx(0.225)

@@ -14,9 +14,9 @@ and the rescaling argument of Dinh et al., 2017):
    :math:`\lambda_R = \lambda_{\max}(D^{1/2}\nabla^2 L D^{1/2})` (one block of :math:`D` per tensor:
    invariant to layer-wise rescalings) and the element-wise :math:`\lambda_N =
    \lambda_{\max}(|\theta|\nabla^2 L|\theta|)` (invariant to per-neuron rescalings as well).
-4. The verdict (:func:`aggregate`) combines three pre-registered parts (:data:`PREREGISTRATION`):
-   A, LB sharper under :math:`\lambda_N` at the smallest threshold; B, SB generalizes better there;
-   C, the rescaling control (layer-wise and random per-neuron rescalings keep the function and
+4. The verdict (:func:`aggregate`) comes from three parts, one per sub-claim (:data:`SUBCLAIMS`):
+   A (decided), LB sharper under :math:`\lambda_N` at the smallest threshold; B (estimate), SB
+   generalizes better there; C (control), the rescaling control (layer-wise and random per-neuron rescalings keep the function and
    :math:`\lambda_N` while moving :math:`\lambda_{\max}`).
 
 :func:`run_seed` is one replication (JSON record); :func:`aggregate` turns the records into the
@@ -63,11 +63,22 @@ from flatminima.data.registry import DATASETS
 from flatminima.nn.flat import flatten
 from flatminima.nn.models import make_model
 from flatminima.nn.train import train
-from flatminima.protocol.contract import Aggregate, Deviation, Part, Statistic
+from flatminima.protocol.contract import (
+    Aggregate,
+    Deviation,
+    Part,
+    Role,
+    SmallestEffect,
+    Statistic,
+    SubClaim,
+    decide_family,
+    verdict_of,
+)
 from flatminima.protocol.params import ClaimParams, param
-from flatminima.stats.decision import Verdict, combine, decide
+from flatminima.stats.anchors import small_telescope
+from flatminima.stats.decision import Verdict, decide
 from flatminima.stats.intervals import mean_ci, statistic
-from flatminima.stats.power import preregister
+from flatminima.stats.power import power_t, preregister, seeds_for_power
 
 DINH_TOLERANCE = 1e-3
 """Largest relative change of an invariant measure under rescaling accepted as 'unchanged' (float32 Lanczos)."""
@@ -160,9 +171,16 @@ SMALLEST_EFFECT = math.log(1.25)
 """Smallest effect of interest for part A: LB 25% sharper (log 1.25). Keskar et al. report 1-2 orders
 of magnitude in eps-sharpness; Rangamani et al. a clear gap under lambda_R. A ratio below 1.25 would be
 within the seed-to-seed spread of a single measure and would not support "sharp vs flat" minima."""
-GAP_SMALLEST_EFFECT = 0.01
-"""Smallest effect of interest for part B: one point of test accuracy (Keskar et al. Table 2: gaps of
-about 1-5 points on their networks)."""
+KESKAR_F1_TEST = {"SB": (0.9803, 0.0007), "LB": (0.9781, 0.0007), "n": 5}
+"""Keskar et al. (2017) Table 2, network F1 (fully connected, MNIST): test accuracy mean and sd over 5 runs."""
+GAP_SMALLEST_EFFECT = small_telescope(KESKAR_F1_TEST["SB"][1], KESKAR_F1_TEST["n"])
+"""Smallest effect of interest for part B (accuracy, 0.000768 = 0.077 points): the small-telescopes effect
+(:func:`flatminima.stats.anchors.small_telescope`) of Keskar et al. Table 2, F1 (the MNIST-like setting):
+the SB - LB gap that two groups of 5 runs with sd 0.07 points had 33% power to detect (two-sided t, 8 df).
+It was 0.01 (one point, "Keskar Table 2: gaps of about 1-5 points") until 2026-12-06; F1's own gap is 0.22."""
+GAP_PILOT_SD = 0.00538
+"""Per-seed sd of part B's SB - LB test accuracy: the committed cpu record (book/generated/results/sharp-minima.json,
+16 verdict seeds, se 0.001346 x sqrt 16); no pilot of part B was run before the verdict seeds."""
 
 PREREGISTRATION = preregister(
     primary="mean over seeds of log($\\lambda_N$ LB / $\\lambda_N$ SB) at the smallest loss threshold "
@@ -195,14 +213,56 @@ DEVIATIONS: tuple[Deviation, ...] = (
 status page."""
 
 CRITERION = (
-    "Three pre-registered parts, combined with stats.combine (all reproduced: reproduced; any not reproduced: "
-    "not reproduced; else inconclusive). A: per seed x = log($\\lambda_N$ LB/SB) at the smallest loss threshold, "
-    f"decided by stats.decide with smallest effect log 1.25; B: per seed x = SB - LB test accuracy at the same "
-    f"threshold, smallest effect {GAP_SMALLEST_EFFECT:g}; C: the rescaling control: in every seed a layer-wise "
+    "Three parts, each a sub-claim with a role (SUBCLAIMS); the verdict is protocol.verdict_of after Holm's correction "
+    "over the decided parts (decide_family): decided parts decide, a failed control makes it inconclusive, estimates "
+    "are reported only. A (decided): per seed x = log($\\lambda_N$ LB/SB) at the smallest loss threshold, "
+    f"decided by stats.decide with smallest effect log 1.25; B (estimate): per seed x = SB - LB test accuracy at the same "
+    f"threshold, smallest effect {GAP_SMALLEST_EFFECT:.3g} (Keskar F1's small-telescopes effect); C (control): the rescaling control: in every seed a layer-wise "
     f"and a random per-neuron rescaling of the SB network change the logits by < {FUNCTION_TOLERANCE:g} "
     f"(relative) and $\\lambda_N$ by < {DINH_TOLERANCE:g} relative, while $\\lambda_\\max$ moves by > "
     f"{DINH_MIN_FACTOR:g}x (reproduced if so, inconclusive otherwise: a failed control voids the measure). "
     "A seed that misses the smallest threshold in either regime counts as missing.")
+
+
+_NUM_SEEDS = Params().num_seeds  # the cpu preset's seeds
+SUBCLAIMS: tuple[SubClaim, ...] = (
+    SubClaim(
+        "A", "large-batch methods converge to sharp minimizers, small-batch methods to flat minimizers; "
+             "the LB minima are 'strikingly sharper' (1-2 orders of magnitude in eps-sharpness)",
+        "Keskar et al. 2017, sec. 2.2 and Tables 3-4; Rangamani et al. 2021 (abstract: LB minima sharper under "
+        "their scale-invariant measure)",
+        "mean over seeds of log($\\lambda_N$ LB / $\\lambda_N$ SB) at the smallest loss threshold",
+        Role.DECIDED,
+        SmallestEffect(SMALLEST_EFFECT, "none published: no paper reports the neuron-wise invariant $\\lambda_N$ "
+                       "(Keskar Table 3 F1 gives eps-sharpness 1.23 vs 205.14, ratio 167, at the end of training, a "
+                       "different measure; Rangamani et al. give no ratio); log 1.25 (LB 25% sharper) is the smallest "
+                       "ratio that would still mean 'sharp vs flat' rather than seed-to-seed spread", False),
+        f"pre-registered; power {power_t(SMALLEST_EFFECT, PREREGISTRATION['pilot']['sd'], _NUM_SEEDS):.2f} at log 1.25 "
+        f"with the cpu preset's {_NUM_SEEDS} seeds (pilot sd {PREREGISTRATION['pilot']['sd']:g}; "
+        f"{PREREGISTRATION['seeds_needed']} needed for 80%)"),
+    SubClaim(
+        "B", "the lack of generalization ability is due to large-batch methods converging to sharp minimizers; "
+             "SB test accuracy is above LB on every network (F1: 98.03 +- 0.07 vs 97.81 +- 0.07)",
+        "Keskar et al. 2017, sec. 2.2, Table 2",
+        "mean over seeds of SB - LB test accuracy at the smallest loss threshold",
+        Role.ESTIMATE,
+        SmallestEffect(GAP_SMALLEST_EFFECT, "Keskar Table 2, F1 (MNIST, the matching setting): 98.03 +- 0.07 vs "
+                       "97.81 +- 0.07 over 5 runs; the smallest effect is the small-telescopes effect (Simonsohn 2015), "
+                       "the gap those 2 x 5 runs had 33% power to detect (two-sided t, 8 df): 0.077 points", True),
+        f"underpowered: {seeds_for_power(GAP_SMALLEST_EFFECT, GAP_PILOT_SD)} seeds needed for 80% power at "
+        f"{100 * GAP_SMALLEST_EFFECT:.3f} points (per-seed sd {100 * GAP_PILOT_SD:.2f} points, from the committed cpu "
+        f"record), {_NUM_SEEDS} run (power {power_t(GAP_SMALLEST_EFFECT, GAP_PILOT_SD, _NUM_SEEDS):.2f})"),
+    SubClaim(
+        "C", "rescaling a ReLU network's layers leaves its function unchanged but can make a minimum arbitrarily "
+             "sharp, so a sharpness measure must be invariant to such rescalings",
+        "Dinh et al. 2017 (alpha-scale transformation, Theorem 3-style statement); Rangamani et al. 2021 (quotient "
+        "manifold, layer-wise rescalings)",
+        "per seed: logit change, relative change of $\\lambda_N$ and the factor $\\lambda_\\max$ moves under the "
+        "layer-wise and per-neuron rescalings",
+        Role.CONTROL,
+        None,
+        "checks the measure: a sharpness that the rescalings move, or rescalings that change the function, void part A"),
+)
 
 
 # ----------------------------------------------------------------------------- data, nets
@@ -568,15 +628,17 @@ def aggregate(params: Params, records: list[dict[str, Any]], sweep: pd.DataFrame
                 f"{max((c['lambda_N_rel_change'] for c in controls), default=math.nan):.1g}) while $\\lambda_\\max$ moved by "
                 f"{min((c['lambda_max_factor'] for c in controls), default=math.nan):.3g}x or more; $\\lambda_R$ moved by up to "
                 f"{r_change:.2g} relative")
-    parts = (
+    sc = {s.key: s for s in SUBCLAIMS}
+    parts = decide_family((
         Part("A: LB sharper under the neuron-wise invariant sharpness", dec_a.outcome, dec_a.reason + miss,
-             Statistic.from_dict(statistic(f"LB/SB $\\lambda_N$ at loss {primary} (geometric mean)", x_a, scale="log"))),
+             Statistic.from_dict(statistic(f"LB/SB $\\lambda_N$ at loss {primary} (geometric mean)", x_a, scale="log")),
+             sc["A"], dec_a),
         Part("B: SB generalizes better", dec_b.outcome, dec_b.reason + miss,
-             Statistic.from_dict(statistic(f"SB - LB test accuracy at loss {primary}", x_b))),
+             Statistic.from_dict(statistic(f"SB - LB test accuracy at loss {primary}", x_b)), sc["B"], dec_b),
         Part("C: rescaling control", Verdict.REPRODUCED if c_pass else Verdict.INCONCLUSIVE, c_reason,
              Statistic.from_dict(statistic("factor by which the rescalings move $\\lambda_\\max$ (geometric mean)",
-                                           log_factor, scale="log"))),
-    )
+                                           log_factor, scale="log")), sc["C"]),
+    ))
 
     def ratio_of(measure: str, point: str) -> dict[str, Any]:
         s = summary[(summary.point == point) & (summary.measure == measure)]
@@ -617,7 +679,7 @@ def aggregate(params: Params, records: list[dict[str, Any]], sweep: pd.DataFrame
               "accuracy": table[table.reached] if len(table) else table,
               "density": density_frame(records), "control": control_frame(records),
               "comparison": comparison_table(comparison, primary), "parts": parts_table(parts), "sweep": sweep}
-    return Aggregate(verdict=combine(p.outcome for p in parts), parts=parts, headline=headline, statistics=stats,
+    return Aggregate(verdict=verdict_of(parts), parts=parts, headline=headline, statistics=stats,
                      criterion=CRITERION, facts=facts, tables=tables)
 
 

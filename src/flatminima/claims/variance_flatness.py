@@ -58,11 +58,21 @@ from flatminima.landscape.trajectory import (
 from flatminima.nn.flat import FlatSpec, flatten, unflatten
 from flatminima.nn.models import ACTIVATIONS, make_model
 from flatminima.nn.train import check_finite, evaluate, train
-from flatminima.protocol.contract import Aggregate, Deviation, Part, Statistic
+from flatminima.protocol.contract import (
+    Aggregate,
+    Deviation,
+    Part,
+    Role,
+    SmallestEffect,
+    Statistic,
+    SubClaim,
+    decide_family,
+    verdict_of,
+)
 from flatminima.protocol.params import ClaimParams, param
-from flatminima.stats.decision import Verdict, combine, decide
+from flatminima.stats.decision import Verdict, decide
 from flatminima.stats.intervals import mean_ci, statistic
-from flatminima.stats.power import check_seeds, preregister
+from flatminima.stats.power import check_seeds, power_t, preregister
 from flatminima.stats.stationarity import trend_test
 
 
@@ -190,6 +200,39 @@ DEVIATIONS: tuple[Deviation, ...] = (
 """Every change to this claim's pre-registration, preset, seeds, data set or protocol made after verdict seeds ran
 (dates and commits from the repository's history); stored in the record and shown in the chapter and on the
 status page."""
+
+
+_NUM_SEEDS = Params().num_seeds  # the cpu preset's seeds
+SUBCLAIMS: tuple[SubClaim, ...] = (
+    SubClaim(
+        "A", "an inverse variance-flatness relation: the variance of SGD's weight fluctuations along the i-th PCA "
+             "direction falls with the flatness of the loss there, sigma_i^2 ~ F_i^(-psi), 'regardless of minibatch "
+             "size and learning rate', with psi about 4 for MNIST",
+        "Feng & Tu 2021, PNAS (arXiv 2001.01678): abstract and main result, read through a detailed summary "
+        "([V2] in the claims notes, sec. 2.1)",
+        "per-seed distance of psi inside the stated band, min(psi - 2, 6 - psi), with Spearman rho below the bound "
+        "in every seed",
+        Role.DECIDED,
+        SmallestEffect(SMALLEST_EFFECT_A, "none published: Feng & Tu give psi about 4 on MNIST with no spread or "
+                       "number of runs, so no small-telescopes effect can be computed; the band [2, 6] brackets "
+                       "'about 4' by a factor 2 in either direction of psi - 2 (the notes' proposed rule, sec. 2.3), "
+                       "and 0.5 asks psi to sit clearly inside it (2.5 to 5.5) rather than on its edge", False),
+        f"pre-registered; power {power_t(SMALLEST_EFFECT_A, PREREGISTRATION['pilot']['sd'], _NUM_SEEDS):.2f} at 0.5 "
+        f"with the cpu preset's {_NUM_SEEDS} seeds (pilot sd {PREREGISTRATION['pilot']['sd']:g}; "
+        f"{PREREGISTRATION['seeds_needed']} needed for 80%)"),
+    SubClaim(
+        "B", "at equilibrium with isotropic noise the relation has the opposite sign: P(theta) ~ exp(-L/T) gives "
+             "sigma_i^2 ~ T F_i^2 (Einstein relation), so the inverse relation is a signature of SGD's anisotropic noise",
+        "Feng & Tu 2021, the equilibrium contrast ([V2] in the claims notes, sec. 2.1; whether the paper ran "
+        "GD + isotropic noise is unverified)",
+        "per-seed slope of log sigma^2 on log F of the stationary isotropic-noise (Langevin) control",
+        Role.CONTROL,
+        SmallestEffect(SMALLEST_EFFECT_B, "none published: the Einstein relation predicts a slope of +2; +0.5, a "
+                       "quarter of it, is the smallest positive slope read as the equilibrium sign rather than noise "
+                       "around 0", False),
+        "checks the pipeline: the same PCA and widths on a process with isotropic noise must give the opposite sign; "
+        "a control that fails or is not stationary makes the verdict inconclusive"),
+)
 
 
 # ----------------------------------------------------------------------------- one window
@@ -459,7 +502,8 @@ def criterion_text(params: Params) -> str:
             f"isotropic-noise control (Einstein sign: positive) is decided by stats.decide with smallest effect "
             f"{SMALLEST_EFFECT_B}; if fewer than {params.stationary_fraction:.0%} of the seeds' controls pass the "
             f"block-means trend test (loss and distance, 95% CI of the trend covering 0), B is inconclusive. "
-            f"Verdict: stats.combine(A, B).")
+            f"Verdict: A is decided, B is a control (SUBCLAIMS); protocol.verdict_of: A decides, a failed or "
+            f"non-stationary control B makes the verdict inconclusive.")
 
 
 def _arr(records, *keys) -> np.ndarray:
@@ -550,19 +594,23 @@ def aggregate(params: Params, records: list[dict[str, Any]], sweep: pd.DataFrame
                      for r in records],
         "sweep": [] if sweep is None else sweep.to_dict(orient="records"),
     }
-    parts = (
+    # a gate that overrides the test's outcome decides the part: no Decision, so decide_family keeps the gate's word
+    parts = decide_family((
         Part("Part A: inverse relation under SGD", outcome_a, reason_a,
-             Statistic.from_dict(statistic(f"min($\\psi$ - {lo:g}, {hi:g} - $\\psi$)", effect_a))),
+             Statistic.from_dict(statistic(f"min($\\psi$ - {lo:g}, {hi:g} - $\\psi$)", effect_a)), SUBCLAIMS[0],
+             dec_a if outcome_a == dec_a.outcome else None),
         Part("Part B: equilibrium control of the opposite sign", outcome_b, reason_b,
-             Statistic.from_dict(statistic("control slope of $\\log \\sigma^2$ on $\\log F$", slope_c))),
-    )
+             Statistic.from_dict(statistic("control slope of $\\log \\sigma^2$ on $\\log F$", slope_c)), SUBCLAIMS[1],
+             dec_b if outcome_b == dec_b.outcome else None),
+    ))
+    stats["outcomes"] = {"A": parts[0].outcome, "B": parts[1].outcome}
     headline = Statistic.from_dict({**statistic("$\\psi$ in $\\sigma_i^2 \\propto F_i^{-\\psi}$ (SGD)", psi),
                                     "paper": PAPER})
     warn = check_seeds(PREREGISTRATION, len(records))
     c = stats["control_slope"]
     notes = (f"control slope {c['estimate']:.3g} [{c['low']:.3g}, {c['high']:.3g}]; "
              f"{stats['n_stationary']}/{len(records)} controls stationary" + (f"; {warn}" if warn else ""))
-    return Aggregate(verdict=combine([outcome_a, outcome_b]), parts=parts, headline=headline, statistics=stats,
+    return Aggregate(verdict=verdict_of(parts), parts=parts, headline=headline, statistics=stats,
                      criterion=criterion_text(params), facts=chapter_facts(stats, headline, records, sweep),
                      tables=chapter_tables(params, records, sweep), notes=notes)
 
