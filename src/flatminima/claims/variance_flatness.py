@@ -196,6 +196,13 @@ DEVIATIONS: tuple[Deviation, ...] = (
              "random-walk null; verdict seeds 5 -> 6 (commit 9f6fc53)",
         why="no reason was stated at the time",
         seeds_seen=True),
+    Deviation(
+        date="2026-12-06",
+        what="Part B (the equilibrium run) became a control: if it fails the verdict is inconclusive, no longer "
+             "not reproduced; the verdict rule became the decided sub-claims with Holm's correction "
+             "(decide_family, verdict_of); intervals 95% -> 90%",
+        why="a control checks the pipeline, it is not the paper's statement (issue 22)",
+        seeds_seen=True),
 )
 """Every change to this claim's pre-registration, preset, seeds, data set or protocol made after verdict seeds ran
 (dates and commits from the repository's history); stored in the record and shown in the chapter and on the

@@ -233,11 +233,13 @@ class Part:
 def decide_family(parts: tuple[Part, ...] | list[Part], alpha: float = 0.05) -> tuple[Part, ...]:
     """The parts with the decided ones re-decided under Holm's correction (family-wise error ``alpha``).
 
-    A decided part with a :class:`~flatminima.stats.decision.Decision` is *reproduced* when its one-sided
-    test of an effect in the claimed direction is rejected by :func:`~flatminima.stats.decision.holm`
-    over the decided parts, *not reproduced* when its test against the effect (equivalence within the
-    smallest effect, or a reversed effect: the smaller of the two p-values) is rejected by Holm over the
-    same family, and *inconclusive* otherwise. Controls and estimates keep their outcomes.
+    A decided part with a :class:`~flatminima.stats.decision.Decision` is *not reproduced* when its test
+    against the effect (equivalence within the smallest effect, or a reversed effect: the smaller of the
+    two p-values) is rejected by :func:`~flatminima.stats.decision.holm` over the decided parts,
+    otherwise *reproduced* when its one-sided test of an effect in the claimed direction is rejected by
+    Holm over the same family, and *inconclusive* otherwise: the order of
+    :func:`~flatminima.stats.decision.decide`, so a real effect smaller than the smallest effect of
+    interest is *not reproduced* in both. Controls and estimates keep their outcomes.
 
     Parameters
     ----------
@@ -258,7 +260,7 @@ def decide_family(parts: tuple[Part, ...] | list[Part], alpha: float = 0.05) -> 
     against = holm([min(x.p_equivalence, x.p_reversed) for x in d], alpha)
     out = list(parts)
     for k, i in enumerate(family):
-        outcome = (Verdict.REPRODUCED if for_[k] else Verdict.NOT_REPRODUCED if against[k]
+        outcome = (Verdict.NOT_REPRODUCED if against[k] else Verdict.REPRODUCED if for_[k]
                    else Verdict.INCONCLUSIVE)
         p = parts[i]
         if outcome != p.outcome:

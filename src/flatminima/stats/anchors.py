@@ -19,7 +19,18 @@ DETECTABILITY = 1 / 3
 
 
 def pooled_sd(sd_a: float, sd_b: float) -> float:
-    """The common spread of two groups of equal size: :math:`\\sqrt{(s_a^2 + s_b^2)/2}`."""
+    """The common spread of two groups of equal size: :math:`\\sqrt{(s_a^2 + s_b^2)/2}`.
+
+    Parameters
+    ----------
+    sd_a, sd_b : float
+        The two groups' standard deviations.
+
+    Returns
+    -------
+    float
+        The pooled standard deviation.
+    """
     return math.sqrt((sd_a ** 2 + sd_b ** 2) / 2)
 
 
