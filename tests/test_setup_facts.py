@@ -140,7 +140,7 @@ def _numbers(text: str) -> set[int]:
 
 
 @pytest.mark.kernel
-@pytest.mark.parametrize("dataset", ["digits", "mnist1d"])
+@pytest.mark.parametrize("dataset", ["digits", "gaussian-mixture"])
 def test_the_rendered_setup_prose_names_the_records_dataset_and_only_its_numbers(dataset, tmp_path):
     out = tmp_path / "sharp-minima.ipynb"
     pm.execute_notebook(str(ROOT / "notebooks" / "sharp-minima.ipynb"), str(out), kernel_name="python3",
