@@ -16,7 +16,7 @@ import papermill as pm
 import pytest
 
 from flatminima.claims.registry import CLAIMS
-from flatminima.data.registry import DATASET_TITLES, dataset_title
+from flatminima.data.registry import DATASET_TITLES, DATASETS, DISPLAY_NAMES, dataset_title
 from flatminima.nn.models import describe_network
 
 from .conftest import ROOT
@@ -97,8 +97,6 @@ def test_no_dataset_is_typed_in_the_prose_that_describes_the_run(claim):
 
 
 def test_dataset_title_names_every_dataset_once():
-    from flatminima.data.registry import DATASETS, DISPLAY_NAMES
-
     assert set(DATASET_TITLES) == set(DATASETS)
     assert len(set(DATASET_TITLES.values())) == len(DATASETS)
     assert all(dataset_title(k) == v for k, v in DISPLAY_NAMES.items())
