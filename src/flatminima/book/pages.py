@@ -13,7 +13,7 @@ import nbformat
 
 from flatminima.claims.registry import CLAIM_TITLES, CLAIMS, deviations, resolve
 from flatminima.core.io import atomic_write_text
-from flatminima.data.registry import DISPLAY_NAMES
+from flatminima.data.registry import dataset_title
 from flatminima.pages.markdown import (
     badge,
     compact_seeds,
@@ -243,7 +243,7 @@ def paper_runs(root: Path, preset: str = "paper") -> dict[str, PaperRun]:
     for claim in CLAIMS:
         rec = read_record(out_dir / "results" / f"{claim}.json")
         if rec is None:
-            missing = [DISPLAY_NAMES.get(d, d) for _, d in missing_data(resolve(claim, preset))]
+            missing = [dataset_title(d) for _, d in missing_data(resolve(claim, preset))]
             why = f"needs {' and '.join(missing)} and a GPU" if missing else "left to a GPU"
             runs[claim] = PaperRun(claim, None, not_run=why, preset=preset)
             continue

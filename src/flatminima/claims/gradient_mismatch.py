@@ -35,8 +35,8 @@ from torch.nn import functional as F
 
 from flatminima.core.errors import ParameterError
 from flatminima.data.loaders import load_dataset
-from flatminima.data.registry import DATASETS
-from flatminima.nn.models import MLP, build_seeded
+from flatminima.data.registry import DATASETS, dataset_title
+from flatminima.nn.models import MLP, build_seeded, describe_network
 from flatminima.nn.train import check_finite, evaluate, train
 from flatminima.protocol import replicates
 from flatminima.protocol.contract import (
@@ -456,7 +456,7 @@ def run_seed_b(params: Params, seed: int, device: torch.device, show_progress: b
     trl_duo, tra_duo = evaluate(duo, Xtr, ytr)
     for v in (tl_base, tl_duo, trl_base, trl_duo):
         check_finite(v, step=-1, lr=params.lr)
-    return {"seed": seed, "acc_baseline": acc_base, "acc_coupled_ternary": acc_coupled,
+    return {"seed": seed, "n_train": len(Xtr), "n_test": len(Xte), "acc_baseline": acc_base, "acc_coupled_ternary": acc_coupled,
             "acc_right_after_decoupling": acc_decoupled, "acc_binaryduo": acc_duo,
             "gain": 100.0 * (acc_duo - acc_base),
             "train_loss_baseline": trl_base, "train_loss_binaryduo": trl_duo,
@@ -823,6 +823,46 @@ def tables(params: Params, df: pd.DataFrame, duo: pd.DataFrame, es: list[dict] |
             "es_diagnostic": pd.DataFrame(es or []), "arms": arms, "duo": duo, "duo_accuracy": long}
 
 
+def setup_facts(params: Params, records: list[dict]) -> dict[str, Any]:
+    """The setup the chapter's prose names, from the parameters and what Part B's seeds actually loaded.
+
+    Parameters
+    ----------
+    params : Params
+        The run's parameters.
+    records : list of dict
+        The per-seed records (``part_b`` carries ``n_train`` and ``n_test``; without them, as in a record
+        cached before they were stored, the teacher task's sizes are the parameters and a dataset's
+        counts are read by loading it once).
+
+    Returns
+    -------
+    dict
+        ``setup_a_network``, ``setup_a_input_dim``, ``setup_a_n_train``, ``setup_b_network``,
+        ``setup_b_dataset``, ``setup_b_n_train``, ``setup_b_n_test``, ``setup_a_seeds``, ``setup_b_seeds``,
+        ``setup_preset``.
+    """
+    b = [r["part_b"] for r in records if r.get("part_b") and "n_train" in r["part_b"]]
+    if b:
+        n_train, n_test = b[0]["n_train"], b[0]["n_test"]
+    elif params.duo_dataset == "teacher":
+        n_train, n_test = params.duo_train_samples, params.duo_test_samples
+    else:
+        data = load_dataset(params.duo_dataset, seed=0)
+        n_train, n_test = len(data.X_train), len(data.X_test)
+    if params.duo_arch == "mlp":
+        net_b = f"a binary {describe_network('mlp', params.duo_widths).removeprefix('an ')}"
+    else:
+        net_b = f"the tiny VGG-7 with conv channels {', '.join(map(str, params.duo_widths))}"
+    task = ("a generated teacher task (Gaussian inputs labelled by a random tanh teacher)"
+            if params.duo_dataset == "teacher" else dataset_title(params.duo_dataset))
+    return {"setup_a_network": describe_network("mlp", params.widths), "setup_a_input_dim": int(params.input_dim),
+            "setup_a_n_train": int(params.train_samples), "setup_b_network": net_b, "setup_b_dataset": task,
+            "setup_b_n_train": int(n_train), "setup_b_n_test": int(n_test),
+            "setup_a_seeds": sum(1 for r in records if r.get("part_a")),
+            "setup_b_seeds": sum(1 for r in records if r.get("part_b")), "setup_preset": params.preset}
+
+
 def facts(params: Params, df: pd.DataFrame, sa: dict[str, Any], sb: dict[str, Any], stat_b: Statistic,
           n_a: int, warn: list[str]) -> dict[str, Any]:
     """The named values the chapter's prose glues, besides the verdict, Part A's headline and the parts.
@@ -929,5 +969,5 @@ def aggregate(params: Params, records: list[dict]) -> Aggregate:
              f"baseline {sb['train_loss_baseline']['estimate']:.3f}, BinaryDuo {sb['train_loss_binaryduo']['estimate']:.3f}."
              + (" " + ". ".join(warn) + "." if warn else ""))
     return Aggregate(verdict=verdict, parts=parts, headline=dataclasses.replace(stat_a, paper=PAPER_A),
-                     statistics=stats, criterion=CRITERION, facts=facts(params, df, sa, sb, stat_b, stat_a.n, warn),
+                     statistics=stats, criterion=CRITERION, facts={**facts(params, df, sa, sb, stat_b, stat_a.n, warn), **setup_facts(params, records)},
                      tables=tables(params, df, duo, es), notes=notes)

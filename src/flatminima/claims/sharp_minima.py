@@ -59,9 +59,9 @@ from flatminima.curvature.sharpness import (
     rescale_neurons,
 )
 from flatminima.data.loaders import Dataset, load_dataset
-from flatminima.data.registry import DATASETS
+from flatminima.data.registry import DATASETS, dataset_title
 from flatminima.nn.flat import flatten
-from flatminima.nn.models import make_model
+from flatminima.nn.models import describe_network, make_model
 from flatminima.nn.train import train
 from flatminima.protocol.contract import (
     Aggregate,
@@ -492,7 +492,8 @@ def run_seed(params: Params, seed: int, device: torch.device | str = "cpu") -> d
                            **measure(net0, snap["params"], data, params, seed=seed))
             rows.append(row)
     record: dict[str, Any] = {
-        "seed": seed, "rows": rows,
+        "seed": seed, "rows": rows, "n_train": len(data.X_train), "n_test": len(data.X_test),
+        "n_curvature": len(curvature_subset(params, data)[0]),
         "curves": {k: {"epoch": r.epochs, "train_loss": r.train_loss} for k, r in runs.items()}}
     both = [f"{t:g}" for t in params.thresholds if all(f"{t:g}" in r.snapshots for r in runs.values())]
     if both:
@@ -689,7 +690,7 @@ def aggregate(params: Params, records: list[dict[str, Any]], sweep: pd.DataFrame
              "keskar_ratio": comparison[0]["ours_matched"], "lambda_R_ratio": comparison[2]["ours_matched"],
              "subspace_ratio": sub["ours_matched"], "subspace_end": sub["ours_end"],
              "subspace_side": "above" if sub["ours_matched"] > 1 else "below",
-             "logit_change": logit_change, "lambda_R_move": 1 + r_change}
+             "logit_change": logit_change, "lambda_R_move": 1 + r_change, **setup_facts(params, records)}
     tables = {"runs": table, "ratios": ratios, "summary": summary, "summary_shown": summary_table(summary),
               "ratio_long": ratio_frame(ratios, params), "curves": curves_frame(records),
               "accuracy": table[table.reached] if len(table) else table,
@@ -697,6 +698,37 @@ def aggregate(params: Params, records: list[dict[str, Any]], sweep: pd.DataFrame
               "comparison": comparison_table(comparison, primary), "parts": parts_table(parts), "sweep": sweep}
     return Aggregate(verdict=verdict_of(parts), parts=parts, headline=headline, statistics=stats,
                      criterion=CRITERION, facts=facts, tables=tables)
+
+
+# ----------------------------------------------------------------------------- the run's setup, for the prose
+def setup_facts(params: Params, records: list[dict[str, Any]]) -> dict[str, Any]:
+    """The setup the chapter's prose names, from the parameters and what the seeds actually loaded.
+
+    Parameters
+    ----------
+    params : Params
+        The run's parameters.
+    records : list of dict
+        The per-seed records of :func:`run_seed` (``n_train``, ``n_test``, ``n_curvature``; a record
+        cached before they were stored falls back to loading the dataset once to count).
+
+    Returns
+    -------
+    dict
+        ``setup_dataset`` (its title), ``setup_network``, ``setup_n_train``, ``setup_n_test``,
+        ``setup_curvature_samples`` (text), ``setup_seeds`` (the number of seeds), ``setup_preset``.
+    """
+    counts = [(r["n_train"], r["n_test"], r["n_curvature"]) for r in records if "n_train" in r]
+    if counts:
+        n_train, n_test, n_curv = counts[0]
+    else:
+        data = load_data(params)
+        n_train, n_test, n_curv = len(data.X_train), len(data.X_test), len(curvature_subset(params, data)[0])
+    return {"setup_dataset": dataset_title(params.dataset), "setup_network": describe_network(params.arch, params.widths),
+            "setup_n_train": int(n_train), "setup_n_test": int(n_test),
+            "setup_curvature_samples": (f"all {n_curv} training samples" if n_curv >= n_train
+                                        else f"a fixed subset of {n_curv} training samples"),
+            "setup_seeds": len(records), "setup_preset": params.preset}
 
 
 # ----------------------------------------------------------------------------- tables for the chapter's figures

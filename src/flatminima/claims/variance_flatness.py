@@ -37,7 +37,7 @@ import torch
 
 from flatminima.core.errors import ParameterError
 from flatminima.data.loaders import load_dataset
-from flatminima.data.registry import DATASETS
+from flatminima.data.registry import DATASETS, dataset_title
 from flatminima.landscape.noise import (
     directional_temperatures,
     langevin_trajectory,
@@ -56,7 +56,7 @@ from flatminima.landscape.trajectory import (
     trajectory_pca,
 )
 from flatminima.nn.flat import FlatSpec, flatten, unflatten
-from flatminima.nn.models import ACTIVATIONS, make_model
+from flatminima.nn.models import ACTIVATIONS, describe_network, make_model
 from flatminima.nn.train import check_finite, evaluate, train
 from flatminima.protocol.contract import (
     Aggregate,
@@ -402,7 +402,9 @@ def run_seed(params: Params, seed: int, device: torch.device) -> dict[str, Any]:
     train(net, data.X_train, data.y_train, optimizer="sgd", lr=lr, batch_size=bs, num_epochs=windows[-1],
           seed=10_000 + seed, on_step=[rec, snaps], eval_every_epoch=False)
     traj = rec.trajectory
-    out: dict[str, Any] = {"seed": int(seed), "temperature": T, "train_acc_start": acc_start, "windows": []}
+    out: dict[str, Any] = {"seed": int(seed), "temperature": T, "train_acc_start": acc_start, "windows": [],
+                           "n_train": len(data.X_train), "n_test": len(data.X_test), "steps_per_epoch": spe,
+                           "n_analysed": int(traj.shape[1])}
     primary = None
     for w in windows:
         stride = base_stride * max(1, w // params.window_epochs)
@@ -618,8 +620,45 @@ def aggregate(params: Params, records: list[dict[str, Any]], sweep: pd.DataFrame
     notes = (f"control slope {c['estimate']:.3g} [{c['low']:.3g}, {c['high']:.3g}]; "
              f"{stats['n_stationary']}/{len(records)} controls stationary" + (f"; {warn}" if warn else ""))
     return Aggregate(verdict=verdict_of(parts), parts=parts, headline=headline, statistics=stats,
-                     criterion=criterion_text(params), facts=chapter_facts(stats, headline, records, sweep),
+                     criterion=criterion_text(params),
+                     facts={**chapter_facts(stats, headline, records, sweep), **setup_facts(params, records)},
                      tables=chapter_tables(params, records, sweep), notes=notes)
+
+
+def setup_facts(params: Params, records: list[dict[str, Any]]) -> dict[str, Any]:
+    """The setup the chapter's prose names, from the parameters and what the seeds actually loaded.
+
+    Parameters
+    ----------
+    params : Params
+        The run's parameters.
+    records : list of dict
+        The per-seed records of :func:`run_seed` (``n_train``, ``n_test``, ``steps_per_epoch``; a record
+        cached before they were stored falls back to loading the first seed's data once to count).
+
+    Returns
+    -------
+    dict
+        ``setup_dataset`` (its title), ``setup_network``, ``setup_n_train``, ``setup_n_test``,
+        ``setup_seeds``, ``setup_preset``, ``setup_window_epochs`` and ``setup_window_steps`` (SGD steps
+        in the primary window), ``setup_n_analysed`` (the number of analysed weights).
+    """
+    first = next((r for r in records if "n_train" in r), None)
+    if first is not None:
+        n_train, n_test, spe, dim = first["n_train"], first["n_test"], first["steps_per_epoch"], first["n_analysed"]
+    else:
+        data = _data(params, records[0]["seed"] if records else 0, torch.device("cpu"))
+        n_train, n_test = len(data.X_train), len(data.X_test)
+        spe = n_train // min(params.batch_size, n_train)
+        net = make_model("mlp", data.input_shape, data.num_classes, widths=params.widths,
+                         activation=params.activation, seed=0)
+        shapes = dict(net.named_parameters())
+        dim = sum(shapes[n].numel() for n in select_parameters(net, params.weights))
+    return {"setup_dataset": dataset_title(params.dataset),
+            "setup_network": describe_network("mlp", params.widths, params.activation),
+            "setup_n_train": int(n_train), "setup_n_test": int(n_test), "setup_seeds": len(records),
+            "setup_preset": params.preset, "setup_window_epochs": int(params.window_epochs),
+            "setup_window_steps": int(spe * params.window_epochs), "setup_n_analysed": int(dim)}
 
 
 def chapter_facts(stats: dict[str, Any], headline: Statistic, records: list[dict[str, Any]],

@@ -42,6 +42,7 @@ from flatminima.data.mixture import (
     ridge_classifier,
     sample_mixture,
 )
+from flatminima.data.registry import dataset_title
 from flatminima.landscape.flatness import (
     augmented,
     classification_error_fn,
@@ -409,6 +410,32 @@ def _ci_facts(prefix: str, ci: dict[str, float]) -> dict[str, float]:
     return {prefix: ci["estimate"], f"{prefix}_low": ci["low"], f"{prefix}_high": ci["high"]}
 
 
+def setup_facts(params: Params, records: list[dict[str, Any]]) -> dict[str, Any]:
+    """The setup the chapter's prose names, from the parameters and the seeds that ran.
+
+    Parameters
+    ----------
+    params : Params
+        The run's parameters.
+    records : list of dict
+        The per-seed records of :func:`run_seed` (``nets`` non-empty where the seed trained the networks).
+
+    Returns
+    -------
+    dict
+        ``setup_dataset`` (its title), ``setup_N``, ``setup_P`` (training points at the verdict alpha),
+        ``setup_n_test``, ``setup_draws``, ``setup_seeds``, ``setup_net_network``, ``setup_net_N``,
+        ``setup_net_P``, ``setup_net_seeds`` and ``setup_preset``.
+    """
+    units = f"{params.hidden} hidden unit{'s' if params.hidden != 1 else ''}"
+    return {"setup_dataset": dataset_title("gaussian-mixture"), "setup_N": int(params.N),
+            "setup_P": int(round(params.verdict_alpha * params.N)), "setup_n_test": int(params.n_test),
+            "setup_draws": int(params.num_draws), "setup_seeds": len(records),
+            "setup_net_network": f"a one-hidden-layer network with {units}", "setup_net_N": int(params.net_N),
+            "setup_net_P": int(round(params.net_alpha * params.net_N)),
+            "setup_net_seeds": sum(1 for r in records if r.get("nets")), "setup_preset": params.preset}
+
+
 def facts(params: Params, stats: dict[str, Any], part_b: Statistic, n: int) -> dict[str, Any]:
     """The named values the chapter's prose glues, besides the verdict, the headline and the parts.
 
@@ -567,5 +594,5 @@ def aggregate(params: Params, records: list[dict]) -> Aggregate:
     n = len(records)
     return Aggregate(
         verdict=verdict, parts=parts, headline=dataclasses.replace(parts[0].statistic, paper=PAPER),
-        statistics=stats, criterion=criterion_text(params), facts=facts(params, stats, parts[1].statistic, n),
+        statistics=stats, criterion=criterion_text(params), facts={**facts(params, stats, parts[1].statistic, n), **setup_facts(params, records)},
         tables=tables(params, stats, parts, n), notes="; ".join(f"{p.name}: {p.outcome.value}" for p in parts))

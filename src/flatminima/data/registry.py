@@ -16,6 +16,25 @@ TORCHVISION_DATASETS: dict[str, str] = {"mnist": "MNIST", "fashion-mnist": "Fash
 """Datasets read from torchvision's files -> torchvision's class (and folder) name."""
 DISPLAY_NAMES: dict[str, str] = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}
 """Datasets that must be fetched -> their name in prose."""
+DATASET_TITLES: dict[str, str] = {"gaussian-mixture": "a generated Gaussian mixture", "mnist1d": "MNIST-1D",
+                                  "digits": "scikit-learn digits", **DISPLAY_NAMES}
+"""Every dataset -> how a chapter's prose names it (the one home of these names: pages and claims use it)."""
+
+
+def dataset_title(name: str) -> str:
+    """How prose names the dataset ``name`` ("scikit-learn digits", "MNIST-1D", "CIFAR-10", ...).
+
+    Parameters
+    ----------
+    name : str
+        One of :data:`DATASETS`.
+
+    Returns
+    -------
+    str
+        The human-readable title; an unknown name is returned unchanged.
+    """
+    return DATASET_TITLES.get(name, name)
 
 
 class DatasetNotAvailable(FileNotFoundError):

@@ -182,3 +182,33 @@ def make_model(arch: str, in_shape: Sequence[int], num_classes: int, *, widths: 
         return build_seeded(lambda: SmallCNN(in_shape, num_classes, channels=widths, activation=activation, bias=bias,
                                              **kwargs), seed)
     raise ValueError(f"unknown arch {arch!r}; allowed: mlp, cnn")
+
+
+def describe_network(arch: str, widths: Sequence[int], activation: str | None = None) -> str:
+    """How a chapter's prose names a network: "an MLP with hidden widths 512 x 5", "a CNN with conv channels 16, 32".
+
+    Parameters
+    ----------
+    arch : {'mlp', 'cnn'}
+        The architecture.
+    widths : sequence of int
+        Hidden sizes (``mlp``) or conv channels (``cnn``).
+    activation : str or None
+        Named after the architecture when given ("a ReLU MLP ...").
+
+    Returns
+    -------
+    str
+        The description; equal widths are written ``w x n``, others as a comma-separated list.
+    """
+    widths = [int(w) for w in widths]
+    if len(widths) > 1 and len(set(widths)) == 1:
+        shown = f"{widths[0]} x {len(widths)}"
+    else:
+        shown = ", ".join(map(str, widths))
+    act = {"relu": "ReLU", "tanh": "tanh", "gelu": "GELU", "sigmoid": "sigmoid"}.get(activation or "", activation or "")
+    kind = {"mlp": "MLP", "cnn": "CNN"}.get(arch, arch)
+    what = "hidden width" if arch != "cnn" else "conv channel"
+    name = f"{act} {kind}".strip()
+    article = "an" if name.startswith(("MLP", "RNN")) else "a"  # by the first sound: an MLP, a CNN, a ReLU MLP
+    return f"{article} {name} with {what}{'s' if len(widths) > 1 else ''} {shown}"
