@@ -57,3 +57,27 @@ def test_colab_install_cell_is_hidden_in_the_book_and_only_installs_in_colab():
     assert "google.colab" in cell.source and "git+https://github.com/someone/flatminima" in cell.source
     with pytest.raises(ValueError, match="https URL"):
         colab_install_cell("")
+
+
+@pytest.mark.parametrize("claim", ["sharp-minima", "variance-flatness", "wide-minima", "gradient-mismatch"])
+def test_every_name_a_chapter_glues_is_in_its_committed_record(claim):
+    """Each ``{glue:...}`` name in a chapter's Markdown is something ``record_glue`` makes from the published record.
+
+    The committed record is the independent side: a name the prose uses but the record cannot supply
+    would render as an error on the page (or, worse, be glued by hand in a code cell).
+    """
+    import json
+    import re
+    from pathlib import Path
+
+    from flatminima.pages.notebook import record_glue
+
+    root = Path(__file__).resolve().parents[1]
+    nb = json.loads((root / "notebooks" / f"{claim}.ipynb").read_text())
+    prose = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
+    names = set(re.findall(r"\{glue:(?:text|md)\}`(\w+)", prose)) | set(re.findall(r"```\{glue:md\}\s+(\w+)", prose))
+    record = json.loads((root / "book" / "generated" / "results" / f"{claim}.json").read_text())
+    assert names, "the chapter glues nothing"
+    assert names <= set(record_glue(record)), names - set(record_glue(record))
+    code = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
+    assert "glue_record(record)" in code and "glue(" not in code.replace("glue_record(", "")

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 from pathlib import Path
 
 import numpy as np
@@ -88,17 +87,6 @@ def test_a_tiny_run_produces_a_valid_record(tiny_records):
     assert list(agg.tables["networks"]["algorithm"]) == list(wm.ALGORITHMS)
     assert len(agg.tables["ridge_path"]) == len(p.ridge_lambdas) and len(agg.tables["bias_path"]) == p.path_points
 
-
-def test_every_glued_name_of_the_prose_is_glued(tiny_records):
-    """Each {glue:...} name of the Markdown is one glue_record glues: a fixed name or a fact of aggregate."""
-    p, recs = tiny_records
-    nb = json.loads(NOTEBOOK.read_text())
-    names = {n for c in nb["cells"] if c["cell_type"] == "markdown"
-             for n in re.findall(r"\{glue:(?:text|md)\}`(\w+)", "".join(c["source"]))}
-    agg = wm.aggregate(p, recs)
-    fixed = {"verdict", "deviations_md", "headline_value", "headline_low", "headline_high", "n_seeds",
-             *(f"part_{i}_{k}" for i in range(len(agg.parts)) for k in ("outcome", "reason"))}
-    assert names and names - fixed <= set(agg.facts)
 
 
 def _fake(ridge: list[float], bias: list[float]) -> list[dict]:

@@ -120,15 +120,14 @@ def provenance(record: Mapping[str, Any]) -> Any:
     return show_markdown(provenance_markdown(record))
 
 
-__all__ = ["COLUMN_WIDTH_IN", "badge", "escape_md", "figure_setup", "glue_record", "provenance", "result_box",
+__all__ = ["COLUMN_WIDTH_IN", "Markdown", "badge", "escape_md", "figure_setup", "glue_record", "provenance", "record_glue", "result_box",
            "show_markdown", "statistic_md", "table", "verdict_reason"]
 
 
-def glue_record(record: Mapping[str, Any]) -> None:
-    """Glue a results record's fields for the chapter's prose, under fixed names (``myst_nb.glue``).
+def record_glue(record: Mapping[str, Any]) -> dict[str, Any]:
+    """The values a chapter's prose glues from its record, by name: what :func:`glue_record` glues.
 
-    The one call a chapter makes after writing its record, so every number in its prose comes from
-    the record. Glued names:
+    Names:
 
     * ``verdict`` (text) and ``verdict_badge`` (Markdown badge);
     * ``headline_value``, ``headline_low``, ``headline_high`` (numbers: ``{glue:text}`headline_value:.3g```),
@@ -145,42 +144,69 @@ def glue_record(record: Mapping[str, Any]) -> None:
       a fact named ``<x>_text`` (a sentence that may hold ``$...$`` maths) is also glued as escaped
       Markdown under ``<x>_md``, for ``{glue:md}``.
 
+    Markdown values are :class:`Markdown` (plain text that :func:`glue_record` wraps in IPython's
+    Markdown display, for ``{glue:md}``).
+
     Parameters
     ----------
     record : Mapping
         A record made by :func:`flatminima.protocol.record.make_record`.
+
+    Returns
+    -------
+    dict
+        Name -> value (number, text or :class:`Markdown`), in gluing order.
     """
-    from IPython.display import Markdown
-    from myst_nb import glue
-
-    def put(name: str, value: Any) -> None:
-        glue(name, value, display=False)
-
     head = record.get("headline") or {}
     parts = list(record.get("parts") or [])
     pre = record.get("preregistration") or {}
     seeds = list(record.get("seeds") or [])
     need = pre.get("seeds_needed")
     under = check_seeds(pre, len(seeds)) if need is not None else ""
-    put("verdict", str(record["verdict"]))
-    put("verdict_badge", Markdown(_badge(record["verdict"])))
-    for key in ("value", "ci_low", "ci_high"):
-        put({"value": "headline_value", "ci_low": "headline_low", "ci_high": "headline_high"}[key],
-            float("nan") if head.get(key) is None else float(head[key]))
-    put("headline_label", str(head.get("label", "")))
-    put("headline_paper", str(head.get("paper", "")))
-    put("n_seeds", str(len(seeds)))
-    put("seeds_needed", str(need) if need is not None else "n/a")
-    put("underpowered", under)
+    out: dict[str, Any] = {
+        "verdict": str(record["verdict"]),
+        "verdict_badge": Markdown(_badge(record["verdict"])),
+        "headline_value": float("nan") if head.get("value") is None else float(head["value"]),
+        "headline_low": float("nan") if head.get("ci_low") is None else float(head["ci_low"]),
+        "headline_high": float("nan") if head.get("ci_high") is None else float(head["ci_high"]),
+        "headline_label": str(head.get("label", "")),
+        "headline_paper": str(head.get("paper", "")),
+        "n_seeds": str(len(seeds)),
+        "seeds_needed": str(need) if need is not None else "n/a",
+        "underpowered": under,
+    }
     for i, p in enumerate(parts):
-        put(f"part_{i}_outcome", str(p.get("outcome")))
-        put(f"part_{i}_reason", Markdown(escape_md(p.get("reason", ""))))
-    put("result_why", " ".join(f"{p.get('name')}: {p.get('outcome')}." for p in parts) + (f" {under}" if under else ""))
-    put("subclaims_md", Markdown(subclaims_markdown(record)))
-    put("runtime_s", float(record.get("runtime_s", float("nan"))))
-    put("criterion_md", Markdown(escape_md(record.get("criterion", ""))))
-    put("deviations_md", Markdown(deviations_markdown(record.get("deviations", []))))
+        out[f"part_{i}_outcome"] = str(p.get("outcome"))
+        out[f"part_{i}_reason"] = Markdown(escape_md(p.get("reason", "")))
+    out["result_why"] = " ".join(f"{p.get('name')}: {p.get('outcome')}." for p in parts) + (f" {under}" if under else "")
+    out["subclaims_md"] = Markdown(subclaims_markdown(record))
+    out["runtime_s"] = float(record.get("runtime_s", float("nan")))
+    out["criterion_md"] = Markdown(escape_md(record.get("criterion", "")))
+    out["deviations_md"] = Markdown(deviations_markdown(record.get("deviations", [])))
     for name, value in (record.get("facts") or {}).items():
-        put(name, value if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value))
+        out[name] = value if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
         if name.endswith("_text"):
-            put(name.removesuffix("_text") + "_md", Markdown(escape_md(value)))
+            out[name.removesuffix("_text") + "_md"] = Markdown(escape_md(value))
+    return out
+
+
+class Markdown(str):
+    """Text that :func:`glue_record` glues as Markdown (parsed by MyST, for ``{glue:md}``), not as plain text."""
+
+
+def glue_record(record: Mapping[str, Any]) -> None:
+    """Glue :func:`record_glue` of a results record for the chapter's prose (``myst_nb.glue``, not displayed).
+
+    The one call a chapter makes after writing its record, so every number in its prose comes from
+    the record.
+
+    Parameters
+    ----------
+    record : Mapping
+        A record made by :func:`flatminima.protocol.record.make_record`.
+    """
+    from IPython.display import Markdown as MarkdownDisplay
+    from myst_nb import glue
+
+    for name, value in record_glue(record).items():
+        glue(name, MarkdownDisplay(str(value)) if isinstance(value, Markdown) else value, display=False)
