@@ -46,6 +46,19 @@ def test_another_verdict_or_part_outcome_is_a_mismatch():
     assert {"verdict", "Part A outcome"} <= bad
 
 
+def test_an_estimate_outcome_is_not_a_check_but_its_statistic_is():
+    a, b = record(), record()
+    for rec, outcome in ((a, "reproduced"), (b, "inconclusive")):
+        rec["parts"].append({"name": "Part B", "outcome": outcome, "reason": "", "role": "estimate",
+                             "statistic": statistic("b", np.array([1.0, 1.1, 0.9]))})
+    checks = compare_records(a, b)
+    assert "Part B outcome" not in {c.what for c in checks}
+    assert "Part B: b" in {c.what for c in checks} and all(c.match for c in checks)
+    b["parts"][1]["role"] = "decided"  # the same flip in a decided part is a mismatch
+    a["parts"][1]["role"] = "decided"
+    assert {c.what for c in compare_records(a, b) if not c.match} == {"Part B outcome"}
+
+
 def test_an_independent_replication_within_noise_matches_and_a_shift_does_not():
     rng = np.random.default_rng(0)
     pub = record(values=rng.normal(1.0, 0.2, 10))

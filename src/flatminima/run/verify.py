@@ -108,7 +108,11 @@ def compare_statistic(pub: dict, new: dict, *, level: float = LEVEL) -> tuple[fl
 
 
 def compare_records(published: dict, rerun: dict, *, level: float = LEVEL) -> list[Check]:
-    """Every check between two records of one claim: verdict, part outcomes, headline statistics."""
+    """Every check between two records of one claim: verdict, decided and control outcomes, statistics.
+
+    An estimate's outcome is not a check (it decides nothing and is not powered, so it may flip between
+    seed sets); its statistic still is, within the interval of the difference.
+    """
     claim = published.get("claim", "?")
     checks = [Check(claim, "verdict", published["verdict"], rerun["verdict"], "",
                     published["verdict"] == rerun["verdict"])]
@@ -116,6 +120,8 @@ def compare_records(published: dict, rerun: dict, *, level: float = LEVEL) -> li
     new_parts = {p.get("name"): p for p in rerun.get("parts") or [] if isinstance(p, dict)}
     for name, p in pub_parts.items():
         q = new_parts.get(name, {})
+        if p.get("role") == "estimate":
+            continue
         checks.append(Check(claim, f"{name} outcome", str(p.get("outcome")), str(q.get("outcome", "missing")), "",
                             p.get("outcome") == q.get("outcome")))
     new_stats = _statistics(rerun)
