@@ -239,7 +239,8 @@ def test_every_chapter_and_page_was_built(built_book):
     assert (built_book / "index.html").is_file()
     expected = {"book/intro.html", "book/methods.html", "book/reproducing.html", "book/teaching.html",
                 "book/glossary.html", "book/bibliography.html", "book/generated/dashboard.html",
-                "book/generated/status.html", *(f"book/generated/{c}.html" for c in CLAIMS)}
+                "book/generated/status.html", "book/generated/verification.html", "book/api.html",
+                *(f"book/generated/{c}.html" for c in CLAIMS)}
     assert expected <= built, f"missing pages: {expected - built}"
 
 
@@ -378,6 +379,40 @@ def test_dashboard_shows_each_claims_verdict_and_each_parts_outcome(built_book, 
             line = section.locator("li").filter(has_text=part["name"]).first
             assert part["outcome"] in line.inner_text(), f"{claim} {part['name']}: outcome not shown"
         assert f"{record['preset']} preset" in text, f"{claim}: provenance (preset) not shown"
+    page.close()
+
+
+@pytest.mark.parametrize("width", [1280, 390])
+def test_each_chapter_shows_its_sub_claims_beside_the_papers_words_and_its_deviations(
+        built_book, server, browser, book_project, width):
+    context = browser.new_context(viewport={"width": width, "height": 900})
+    page = context.new_page()
+    for claim, record in records(book_project).items():
+        page.goto(f"{server}/book/generated/{claim}.html")
+        text = " ".join(page.locator("article").inner_text().split())
+        for part in record.get("parts") or []:
+            sub = part.get("subclaim")
+            if sub:  # the paper's words, the role and the outcome are on the page
+                words = " ".join(sub["statement"].split())[:40]
+                assert words in text, f"{claim} {part['name']}: the paper's words are not shown"
+                assert part["role"] in text
+        assert "Deviations from the pre-registration" in text, f"{claim}: deviations not shown"
+        for dev in record.get("deviations") or []:
+            assert dev["date"] in text, f"{claim}: deviation of {dev['date']} not shown"
+    context.close()
+
+
+def test_verification_page_has_a_column_per_verification_of_each_claim(built_book, server, browser, book_project):
+    page = browser.new_page()
+    page.goto(f"{server}/book/generated/verification.html")
+    folder = book_project / "book" / "generated" / "verification"
+    kinds = {p.name.split("--")[1].removesuffix(".json") for p in folder.glob("*.json")} if folder.is_dir() else set()
+    tables = page.locator("table.verification")
+    if kinds:
+        assert tables.count() == len(CLAIMS)
+        for i in range(tables.count()):
+            headers = " ".join(tables.nth(i).locator("thead th").all_inner_texts())
+            assert "Published" in headers and len(tables.nth(i).locator("thead th").all_inner_texts()) == 2 + len(kinds)
     page.close()
 
 

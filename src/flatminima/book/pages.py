@@ -420,15 +420,15 @@ def verification_markdown(generated: Path) -> str:
         rows += ["* - Result", "  - published", *(f"  - {_verification_status(v, rec)}" for v in vs)]
         rows += ["* - Seeds", f"  - {escape_md(compact_seeds(rec.get('seeds') or []), math=False)}",
                  *(f"  - {escape_md(compact_seeds(v.get('seeds') or []), math=False)}" for v in vs)]
-        rows += ["* - CPU kernels", f"  - {escape_md(str(prov.get('aten_cpu_capability') or 'default'), math=False)}",
+        rows += ["* - CPU kernels", f"  - {escape_md(str(prov.get('cpu_capability') or 'not recorded'), math=False)}",
                  *(f"  - {escape_md(v.get('cpu_capability', '?'), math=False)}" for v in vs)]
         rows += ["* - Date", f"  - {escape_md(utc_text(prov.get('executed_at')), math=False)}",
-                 *(f"  - {escape_md(str(v.get('date', '?')), math=False)}" for v in vs)]
+                 *(f"  - {escape_md(utc_text(v.get('date')), math=False)}" for v in vs)]
         out += rows + [":::", ""]
         for v in vs:
             out += [f"### {escape_md(title)}: {escape_md(_verification_column(v), math=False)}", "",
                     f"{_verification_status(v, rec)} " + escape_md(
-                        f"{len(v.get('checks') or [])} checks, re-run {v.get('date', '?')} on "
+                        f"{len(v.get('checks') or [])} checks, re-run {utc_text(v.get('date'))} on "
                         f"{(v.get('provenance') or {}).get('machine', 'an unrecorded machine')}", math=False), "",
                     ":::{list-table}", ":header-rows: 1", ":class: verification-checks", "",
                     "* - Check", "  - Published", "  - Re-run", "  - Difference (99% interval)", "  - Result"]
