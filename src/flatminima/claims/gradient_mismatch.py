@@ -75,7 +75,7 @@ from flatminima.stats.power import check_seeds, power_t, preregister, seeds_for_
 
 BN_INIT = (0.25, 0.5)
 r"""Part A students start their BN at :math:`\gamma = 1/4, \beta = 1/2`: :math:`y = 1/2 + \mathrm{BN}(z)/4`,
-so the binary threshold sits at the mean pre-activation (as in the pilot of the research notes)."""
+so the binary threshold sits at the mean pre-activation (as in the pilot run that fixed it)."""
 
 SURROGATE_CHOICES = ("ste", *SURROGATE_FAMILIES)
 DUO_TASKS = ("teacher", *DATASETS)
@@ -654,8 +654,8 @@ SUBCLAIMS: tuple[SubClaim, ...] = (
         "retrieved)",
         "mean over seeds of the test-accuracy gain, BinaryDuo - binary baseline of equal weight count (points)",
         Role.DECIDED,
-        SmallestEffect(SMALLEST_EFFECT_B, "none published: BinaryDuo's accuracy tables were not retrieved (the "
-                       "claims notes, sec. 4.3, hold only recalled, unverified gains of several points); 1 point is "
+        SmallestEffect(SMALLEST_EFFECT_B, "none published: BinaryDuo's accuracy tables were not retrieved (only "
+                       "recalled, unverified gains of several points are known); 1 point is "
                        "the smallest gain a BNN comparison table would count as an improvement, and stays below the "
                        "recalled gains so that it does not demand more than the paper is remembered to show", False),
         _role_note(PREREGISTRATION_B, Params().part_b_seeds)),

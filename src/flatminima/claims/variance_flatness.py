@@ -213,24 +213,25 @@ _NUM_SEEDS = Params().num_seeds  # the cpu preset's seeds
 SUBCLAIMS: tuple[SubClaim, ...] = (
     SubClaim(
         "A", "an inverse variance-flatness relation: the variance of SGD's weight fluctuations along the i-th PCA "
-             "direction falls with the flatness of the loss there, sigma_i^2 ~ F_i^(-psi), 'regardless of minibatch "
-             "size and learning rate', with psi about 4 for MNIST",
+             "direction falls with the flatness of the loss there, $\\sigma_i^2 \\propto F_i^{-\\psi}$, 'regardless of "
+             "minibatch size and learning rate', with $\\psi$ about 4 for MNIST",
         "Feng & Tu 2021, PNAS (arXiv 2001.01678): abstract and main result, read through a detailed summary "
-        "([V2] in the claims notes, sec. 2.1)",
+        "of the paper",
         "per-seed distance of psi inside the stated band, min(psi - 2, 6 - psi), with Spearman rho below the bound "
         "in every seed",
         Role.DECIDED,
         SmallestEffect(SMALLEST_EFFECT_A, "none published: Feng & Tu give psi about 4 on MNIST with no spread or "
                        "number of runs, so no small-telescopes effect can be computed; the band [2, 6] brackets "
-                       "'about 4' by a factor 2 in either direction of psi - 2 (the notes' proposed rule, sec. 2.3), "
+                       "'about 4' by a factor 2 in either direction of psi - 2, fixed before the verdict runs, "
                        "and 0.5 asks psi to sit clearly inside it (2.5 to 5.5) rather than on its edge", False),
         f"pre-registered; power {power_t(SMALLEST_EFFECT_A, PREREGISTRATION['pilot']['sd'], _NUM_SEEDS):.2f} at 0.5 "
         f"with the cpu preset's {_NUM_SEEDS} seeds (pilot sd {PREREGISTRATION['pilot']['sd']:g}; "
         f"{PREREGISTRATION['seeds_needed']} needed for 80%)"),
     SubClaim(
-        "B", "at equilibrium with isotropic noise the relation has the opposite sign: P(theta) ~ exp(-L/T) gives "
-             "sigma_i^2 ~ T F_i^2 (Einstein relation), so the inverse relation is a signature of SGD's anisotropic noise",
-        "Feng & Tu 2021, the equilibrium contrast ([V2] in the claims notes, sec. 2.1; whether the paper ran "
+        "B", "at equilibrium with isotropic noise the relation has the opposite sign: $P(\\theta) \\propto e^{-L/T}$ "
+             "gives $\\sigma_i^2 \\propto T F_i^2$ (Einstein relation), so the inverse relation is a signature of "
+             "SGD's anisotropic noise",
+        "Feng & Tu 2021, the equilibrium contrast (read through a summary; whether the paper ran "
         "GD + isotropic noise is unverified)",
         "per-seed slope of log sigma^2 on log F of the stationary isotropic-noise (Langevin) control",
         Role.CONTROL,

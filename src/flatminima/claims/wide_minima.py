@@ -335,7 +335,7 @@ SUBCLAIMS: tuple[SubClaim, ...] = (
         "(towards the Bayes-optimal direction), balanced clusters",
         Role.DECIDED,
         SmallestEffect(_D, "none published: the paper's local-entropy curves (sec. III figures, not retrieved) come "
-                       "from replica theory at N -> infinity, with no per-run spread; 0.3 nats per decade was set by "
+                       "from replica theory in the limit of infinite $N$, with no per-run spread; 0.3 nats per decade was set by "
                        "the budget as the smallest effect the cpu preset's 16 seeds detect with 80% power at the "
                        "pilot sd 0.44 (0.29, rounded up), not by a published or scientific threshold", False),
         f"pre-registered; power {power_t(_D, PREREGISTRATION['pilot']['sd'], _NUM_SEEDS):.2f} at {_D:g} with the cpu "

@@ -83,7 +83,7 @@ def bayes_optimal_overlap(alpha: float, Delta: float) -> float:
 
     With labels observed, the posterior of the cluster direction is
     :math:`v \mid \mathcal D \sim \mathcal N(q u, \Delta/(\alpha+\Delta)\, I)` with
-    :math:`u = (\sqrt N / P) \sum_\mu y^\mu x^\mu` (research notes, claim 3, section 3.3).
+    :math:`u = (\sqrt N / P) \sum_\mu y^\mu x^\mu`.
 
     Parameters
     ----------

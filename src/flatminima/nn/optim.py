@@ -361,8 +361,7 @@ def smoothed_error_descent(X: torch.Tensor, y: torch.Tensor, w0: torch.Tensor, *
         L_\sigma(\hat w) = \frac1P \sum_\mu H\!\left(\frac{y^\mu\, \hat w\cdot x^\mu}{\sigma \lVert x^\mu\rVert}\right),
         \qquad H(t) = \tfrac12\operatorname{erfc}(t/\sqrt2),\quad \lVert\hat w\rVert = 1,
 
-    the error averaged over Gaussian noise on the stabilities (Baldassi et al. 2020; research notes,
-    claim 3, pilot b). Projected normalised gradient descent from ``w0`` with an angular step
+    the error averaged over Gaussian noise on the stabilities (Baldassi et al. 2020). Projected normalised gradient descent from ``w0`` with an angular step
     decaying linearly from ``lr`` to 0. No bias (balanced clusters). For :math:`\sigma \to \infty`,
     :math:`L_\sigma` is linear in the stabilities and its minimiser is the normalised Hebbian
     direction :math:`\propto \sum_\mu y^\mu x^\mu/\lVert x^\mu\rVert`: this limit is nearly guaranteed to

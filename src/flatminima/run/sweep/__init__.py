@@ -6,7 +6,7 @@ A sweep of claim ``C`` over a grid ``{lr: [0.1, 0.05], batch_size: [64, 512]}`` 
 ``params`` = the preset, the fixed overrides and the point's grid values (validated for every
 grid cell before anything is submitted).
 
-The points run through `submitit <https://github.com/facebookincubator/submitit>`_, with the
+The points run through submitit (Facebook's job-submission library), with the
 same code on a laptop and on a cluster:
 
 * ``executor="local"``: :class:`submitit.LocalExecutor`, processes with one torch thread each
