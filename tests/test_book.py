@@ -128,7 +128,7 @@ async () => {
   // 1. literal TeX / ASCII maths outside rendered maths and code (outputs are checked too)
   const clone = art.cloneNode(true);
   clone.querySelectorAll('mjx-container, script, style, .cell_input, a.headerlink, .toggle-button, ' +
-                         'code, .MathJax_Preview').forEach(e => e.remove());
+                         'code, .MathJax_Preview, dt.sig, dl.field-list strong').forEach(e => e.remove());  // API signatures and parameter names are code
   clone.querySelectorAll('pre, div.highlight').forEach(e => { if (!e.closest('.cell_output')) e.remove(); });
   const text = clone.textContent.replace(/\s+/g, ' ');
   const raw = [];

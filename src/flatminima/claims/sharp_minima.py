@@ -168,8 +168,8 @@ class Params(ClaimParams):
 # ----------------------------------------------------------------------------- pre-registration
 PRIMARY_POINT = "the smallest loss threshold"
 SMALLEST_EFFECT = math.log(1.25)
-"""Smallest effect of interest for part A: LB 25% sharper (log 1.25). Keskar et al. report 1-2 orders
-of magnitude in eps-sharpness; Rangamani et al. a clear gap under lambda_R. A ratio below 1.25 would be
+r"""Smallest effect of interest for part A: LB 25% sharper (log 1.25). Keskar et al. report 1-2 orders
+of magnitude in eps-sharpness; Rangamani et al. a clear gap under :math:`\lambda_R`. A ratio below 1.25 would be
 within the seed-to-seed spread of a single measure and would not support "sharp vs flat" minima."""
 KESKAR_F1_TEST = {"SB": (0.9803, 0.0007), "LB": (0.9781, 0.0007), "n": 5}
 """Keskar et al. (2017) Table 2, network F1 (fully connected, MNIST): test accuracy mean and sd over 5 runs."""
@@ -396,8 +396,8 @@ def measure(net: nn.Module, p: dict[str, torch.Tensor], data: Dataset, params: P
 
 
 MEASURES = ("lambda_N", "lambda_R", "lambda_max", "trace", "grad_norm")
-"""Measure columns besides accuracies and Keskar's ``keskar_<eps>[_sub]``: which rescalings leave them
-unchanged: lambda_N both layer-wise and per-neuron; lambda_R layer-wise only; the rest neither."""
+r"""Measure columns besides accuracies and Keskar's ``keskar_<eps>[_sub]``: which rescalings leave them
+unchanged: :math:`\lambda_N` both layer-wise and per-neuron; :math:`\lambda_R` layer-wise only; the rest neither."""
 INVARIANCE = {"lambda_N": "layer-wise and per-neuron", "lambda_R": "layer-wise only", "lambda_max": "none",
               "trace": "none", "grad_norm": "none", "keskar": "none"}
 
@@ -435,8 +435,8 @@ def rescaling_control(net: nn.Module, p: dict[str, torch.Tensor], data: Dataset,
 
 
 def control_summary(rows: list[dict[str, Any]]) -> dict[str, float]:
-    """One seed's control in numbers: largest logit change, factor moved by lambda_max, relative
-    change of lambda_N and lambda_R (largest over the rescalings), and whether it passes."""
+    r"""One seed's control in numbers: largest logit change, factor moved by :math:`\lambda_{\max}`, relative
+    change of :math:`\lambda_N` and :math:`\lambda_R` (largest over the rescalings), and whether it passes."""
     base = next(r for r in rows if r["rescaling"] == "none")
     others = [r for r in rows if r["rescaling"] != "none"]
     lm = [r["lambda_max"] for r in rows]
